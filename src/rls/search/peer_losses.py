@@ -8,7 +8,6 @@ method.md does for RLS (``√512`` → ``√w_dim``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -60,23 +59,6 @@ def floored_mse(pred: Tensor, target: Tensor, eps: float) -> Tensor:
     return (pred - target).pow(2).flatten(1).mean(1).clamp(min=eps)
 
 
-def row_norms(t: Tensor) -> Tensor:
-    """Euclidean norm over every dim after the first two (``[B, K, ...]`` -> ``[B, K, 1...]``).
-
-    PULSE's SphericalOptimizer convention: dims 0-1 index (image, row); a latent ``[B, L, D]``
-    has one norm per row, a noise map ``[B, 1, H, W]`` one per image.
-    """
-    dims = tuple(range(2, t.ndim))
-    return (t.pow(2).sum(dims, keepdim=True) + 1e-9).sqrt()
-
-
-@torch.no_grad()
-def project_to_sphere_(t: Tensor, radius: Tensor) -> Tensor:
-    """In place: rescale every row of ``t`` (see :func:`row_norms`) to ``radius`` (PULSE)."""
-    t.mul_(radius / row_norms(t))
-    return t
-
-
 # ---------------------------------------------------------------------------------------
 # BRGM (razvanmarinescu/brgm-pytorch: bayesmap_recon.py)
 
@@ -121,18 +103,6 @@ def brgm_perceptual(
     up_pred = F.interpolate(pred_lr, size=(size, size), mode="area")
     up_y = F.interpolate(y, size=(size, size), mode="area")
     return perceptual(up_pred, up_y).reshape(-1) / feature_count
-
-
-# ---------------------------------------------------------------------------------------
-# ILO (giannisdaras/ilo: ilo_stylegan.py)
-
-
-def ilo_lr_ramp(t: float, rampdown: float = 0.75, rampup: float = 0.05) -> float:
-    """ILO's per-round learning-rate multiplier at progress ``t ∈ [0, 1)``: linear warm-up over
-    the first 5%, cosine ramp-down over the last 75% (ILO ``get_lr``)."""
-    ramp = min(1.0, (1.0 - t) / rampdown)
-    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
-    return ramp * min(1.0, t / rampup)
 
 
 # ---------------------------------------------------------------------------------------
