@@ -1,0 +1,270 @@
+"""The run directory of ``evaluate.py``: per-image rows, images, summary, resume.
+
+Layout of a run directory::
+
+    config.yaml                  resolved configuration (written by evaluate.py)
+    results.csv                  one row per (image_id, method), merged at the end
+    summary.json                 mean / std per method and metric, ok / failed counts, FID/KID
+    images/<method>/<id>.png     the solutions; images/lr/<id>.png, images/hr/<id>.png
+    .shards/results.rank<k>.csv  append-only rows of rank k while the run is in flight
+
+Crash safety: every rank appends its rows to its own shard with flush + fsync per row,
+images are written to a temporary file and renamed (``os.replace``), and readers drop a
+torn last line. An interrupted run therefore loses at most the images in flight; a rerun in
+the same directory skips every (image_id, method) pair already recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+COLUMNS = [
+    "image_id",
+    "method",
+    "scale",
+    "corruption",
+    "psnr",
+    "ssim",
+    "lpips",
+    "lr_psnr",
+    "flow_nll",
+    "steps",
+    "seconds",
+    "status",
+    "notes",
+]
+METRIC_COLUMNS = ["psnr", "ssim", "lpips", "lr_psnr", "flow_nll", "steps", "seconds"]
+SHARD_DIR = ".shards"
+
+
+# ---------------------------------------------------------------------------------------
+# files
+
+
+def safe_name(image_id: str) -> str:
+    """A file name for an image id (ids may hold path separators or odd characters)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(image_id)).strip("._")
+    return name or "image"
+
+
+def image_path(run_dir: str | Path, kind: str, image_id: str) -> Path:
+    """``images/<kind>/<id>.png`` where kind is a method name, ``lr`` or ``hr``."""
+    return Path(run_dir) / "images" / safe_name(kind) / f"{safe_name(image_id)}.png"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file so that readers see either the old or the whole new content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_png(path: str | Path, image: torch.Tensor) -> None:
+    """Save a ``[C, H, W]`` image in [0, 1] as an 8-bit PNG, atomically."""
+    if image.ndim != 3:
+        raise ValueError(f"{path}: expected a [C, H, W] image, got shape {tuple(image.shape)}")
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    array = np.transpose(array, (1, 2, 0))
+    mode = "RGB"
+    if array.shape[2] == 1:
+        array, mode = array[:, :, 0], "L"
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------
+# rows
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a results CSV; a torn last line (interrupted write) is dropped, not fatal."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # the last line was cut mid-write
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is not None and "image_id" not in reader.fieldnames:
+        raise ValueError(f"{path}: not a results file (no image_id column in the header)")
+    return [row for row in reader if row.get("method") not in (None, "") and None not in row]
+
+
+def shard_paths(run_dir: str | Path) -> list[Path]:
+    return sorted((Path(run_dir) / SHARD_DIR).glob("results.rank*.csv"))
+
+
+def all_rows(run_dir: str | Path) -> list[dict]:
+    """Every recorded row (merged file, then in-flight shards), one per (image_id, method)."""
+    run_dir = Path(run_dir)
+    rows: dict[tuple[str, str], dict] = {}
+    for path in [run_dir / "results.csv", *shard_paths(run_dir)]:
+        for row in read_rows(path):
+            rows[(row["image_id"], row["method"])] = row
+    return list(rows.values())
+
+
+def finished_pairs(run_dir: str | Path) -> set[tuple[str, str]]:
+    """(image_id, method) pairs already recorded in a run directory: a rerun skips them."""
+    return {(row["image_id"], row["method"]) for row in all_rows(run_dir)}
+
+
+class ShardWriter:
+    """Append-only CSV of one rank: each row is flushed and fsynced before returning."""
+
+    def __init__(self, run_dir: str | Path, rank: int = 0):
+        self.path = Path(run_dir) / SHARD_DIR / f"results.rank{rank}.csv"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._drop_torn_tail()
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self._append(",".join(COLUMNS) + "\n")
+
+    def _drop_torn_tail(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            atomic_write_bytes(self.path, data[: data.rfind(b"\n") + 1])
+
+    def _append(self, text: str) -> None:
+        with open(self.path, "a", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write(self, rows: Iterable[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+        for row in rows:
+            writer.writerow({k: _format(row.get(k)) for k in COLUMNS})
+        if buffer.getvalue():
+            self._append(buffer.getvalue())
+
+
+def merge(run_dir: str | Path) -> list[dict]:
+    """Fold the shards into ``results.csv`` (atomically, sorted, one row per pair)."""
+    run_dir = Path(run_dir)
+    rows = sorted(all_rows(run_dir), key=lambda r: (r["method"], r["image_id"]))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
+    atomic_write_bytes(run_dir / "results.csv", buffer.getvalue().encode("utf-8"))
+    for shard in shard_paths(run_dir):
+        shard.unlink()
+    return rows
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def summarize(rows: list[dict], dataset_metrics: dict | None = None) -> dict:
+    """Per method: counts of ok / failed and mean, std of each metric over the ok rows.
+
+    ``dataset_metrics`` adds set-level numbers per method (e.g. ``{"rls": {"fid": 12.3}}``).
+    """
+    summary: dict[str, dict] = {}
+    for method in sorted({row["method"] for row in rows}):
+        mine = [row for row in rows if row["method"] == method]
+        ok = [row for row in mine if row["status"] == "ok"]
+        entry: dict = {"count": len(mine), "ok": len(ok), "failed": len(mine) - len(ok)}
+        notes = sorted({row.get("notes", "") for row in ok if row.get("notes")})
+        entry["notes"] = "; ".join(notes)
+        for column in METRIC_COLUMNS:
+            values = np.array([_float(row.get(column)) for row in ok], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if values.size:
+                entry[column] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                    "n": int(values.size),
+                }
+        entry.update((dataset_metrics or {}).get(method, {}))
+        summary[method] = entry
+    return summary
+
+
+def write_summary(run_dir: str | Path, rows: list[dict], dataset_metrics=None) -> dict:
+    summary = summarize(rows, dataset_metrics)
+    data = json.dumps({"methods": summary}, indent=2, allow_nan=False, default=str)
+    atomic_write_bytes(Path(run_dir) / "summary.json", data.encode("utf-8"))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------
+# the Lightning callback
+
+
+class ResultsWriter(pl.Callback):
+    """Writes what the search module returns from each test step into the run directory.
+
+    The module's ``test_step`` returns ``{"rows": [dict, ...], "images": [(kind, image_id,
+    tensor [C, H, W] in [0, 1]), ...]}``. Images are written before their rows, so a row
+    on disk always has its images. At the end rank 0 merges every rank's shard into
+    ``results.csv`` and writes ``summary.json`` (adding the module's ``dataset_metrics``,
+    e.g. FID/KID per method, when it has any).
+    """
+
+    def __init__(self, run_dir: str | Path, save_images: bool = True):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.save_images = save_images
+        self._shard: ShardWriter | None = None
+        self.summary: dict = {}
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._shard = ShardWriter(self.run_dir, rank=trainer.global_rank)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not outputs:
+            return
+        if self.save_images:
+            for kind, image_id, image in outputs.get("images", []):
+                save_png(image_path(self.run_dir, kind, image_id), image)
+        self._shard.write(outputs.get("rows", []))
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        trainer.strategy.barrier("results_merge")
+        if trainer.is_global_zero:
+            rows = merge(self.run_dir)
+            dataset_metrics = getattr(pl_module, "dataset_metrics", None)
+            self.summary = write_summary(self.run_dir, rows, dataset_metrics)
+        trainer.strategy.barrier("results_merged")

@@ -1,0 +1,63 @@
+"""report.html: self-contained (inline images and CSS), with the table, plot and grids."""
+
+import re
+
+import torch
+
+from callbacks.report import build_report
+from callbacks.results import ShardWriter, image_path, merge, save_png, write_summary
+
+
+def _run_dir(tmp_path, with_lpips=False):
+    rows = []
+    for i, image_id in enumerate(["img0", "img1"]):
+        save_png(image_path(tmp_path, "lr", image_id), torch.rand(3, 4, 4))
+        save_png(image_path(tmp_path, "hr", image_id), torch.rand(3, 32, 32))
+        for method, psnr in [("rls", 20.0 + i), ("rls_plus", 22.0 + i)]:
+            save_png(image_path(tmp_path, method, image_id), torch.rand(3, 32, 32))
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "method": method,
+                    "scale": 8,
+                    "corruption": "gaussian_noise",
+                    "psnr": psnr,
+                    "ssim": 0.6,
+                    "lpips": 0.3 if with_lpips else None,
+                    "lr_psnr": 30.0,
+                    "flow_nll": 50.0 - psnr,
+                    "steps": 10,
+                    "seconds": 0.5,
+                    "status": "ok",
+                    "notes": "perceptual term off: weights missing" if method == "rls" else "",
+                }
+            )
+    rows.append({"image_id": "broken.png", "method": "rls", "status": "failed",
+                 "notes": "cannot identify image file"})  # fmt: skip
+    ShardWriter(tmp_path).write(rows)
+    write_summary(tmp_path, merge(tmp_path))
+    (tmp_path / "config.yaml").write_text("scale: 8\n")
+    return tmp_path
+
+
+def test_report_is_self_contained_and_complete(tmp_path):
+    path = build_report(_run_dir(tmp_path))
+    page = path.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    sources = re.findall(r'src="([^"]*)"', page)
+    # 2 images x (LR + 2 methods + HR) + the plot; nothing fetched from disk or network
+    assert len(sources) == 2 * 4 + 1
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert "rls_plus" in page and "20.5 ± 0.71" in page  # rls mean ± std of PSNR (20, 21)
+    assert "perceptual term off: weights missing" in page  # notes column
+    assert "broken.png" in page and "cannot identify image file" in page  # failures listed
+    assert "realism-fidelity plot" in page
+
+
+def test_report_without_realism_measures_still_renders(tmp_path):
+    run_dir = tmp_path
+    ShardWriter(run_dir).write([{"image_id": "a", "method": "wplus", "status": "ok", "psnr": 1}])
+    merge(run_dir)
+    page = build_report(run_dir).read_text()
+    assert "No realism measure" in page and "(missing)" in page
