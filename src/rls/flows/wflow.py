@@ -1,0 +1,153 @@
+"""The W-space normalizing flow of RLS (method.md §2): per-dimension standardisation
+followed by a zuko flow, p(w) = p_F((w − μ)/σ) · Π 1/σ_i."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+from zuko.distributions import DiagNormal
+from zuko.flows import GeneralCouplingTransform, MaskedAutoregressiveTransform
+from zuko.lazy import Flow, LazyTransform, UnconditionalDistribution
+from zuko.transforms import DependentTransform, MonotonicAffineTransform, MonotonicRQSTransform
+
+from .base import Prior, flatten_w
+
+FAMILIES = ("maf", "nsf", "realnvp")
+
+
+class ElementwiseAffine(LazyTransform):
+    """A learnable per-dimension affine y = exp(a)·x + b, initialised to the identity.
+
+    zuko 1.6 has no batch-norm transform. The authors' batch-norm flow layer is, at eval
+    time, exactly such an affine (from running statistics); training it with batch
+    statistics would make log p(w) depend on the batch it sits in, which breaks the
+    per-image independence of the search. So this layer learns the affine directly.
+    """
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(features))
+        self.log_scale = nn.Parameter(torch.zeros(features))
+
+    def forward(self, c: torch.Tensor | None = None):
+        return DependentTransform(MonotonicAffineTransform(self.shift, self.log_scale), 1)
+
+
+def build_transforms(
+    w_dim: int, family: str, transforms: int, hidden: tuple[int, ...], norm_layers: bool, bins: int
+) -> list[LazyTransform]:
+    """[block, norm]·transforms; autoregressive orders alternate ascending/descending
+    (the authors' order reversal), coupling masks alternate parity."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown flow family {family!r}; choose one of {FAMILIES}")
+    orders = [torch.arange(w_dim), torch.arange(w_dim).flip(0)]
+    layers: list[LazyTransform] = []
+    for i in range(transforms):
+        if family == "maf":
+            block = MaskedAutoregressiveTransform(
+                features=w_dim, order=orders[i % 2], hidden_features=hidden
+            )
+        elif family == "nsf":
+            block = MaskedAutoregressiveTransform(
+                features=w_dim,
+                order=orders[i % 2],
+                univariate=partial(MonotonicRQSTransform, slope=1e-3),
+                shapes=[(bins,), (bins,), (bins - 1,)],
+                hidden_features=hidden,
+            )
+        else:  # realnvp: affine coupling, alternate halves
+            block = GeneralCouplingTransform(
+                features=w_dim, mask=torch.arange(w_dim) % 2 == i % 2, hidden_features=hidden
+            )
+        layers.append(block)
+        if norm_layers:
+            layers.append(ElementwiseAffine(w_dim))
+    return layers
+
+
+class WFlow(Prior):
+    """Density of w = mapping(z) as a normalizing flow on standardised W.
+
+    Default = the authors': MAF, 5 transforms, MADE hidden (1024, 1024) with ReLU, a
+    normalisation layer and an order reversal after each. ``log_prob`` is in raw W:
+    the standardisation Jacobian −Σ log σ_i is included.
+    """
+
+    kind = "wflow"
+
+    def __init__(
+        self,
+        w_dim: int,
+        family: str = "maf",
+        transforms: int = 5,
+        hidden: tuple[int, ...] | list[int] = (1024, 1024),
+        norm_layers: bool = True,
+        bins: int = 8,
+        generator: str | None = None,
+    ):
+        super().__init__(w_dim)
+        self.family = family
+        self.transforms = int(transforms)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.norm_layers = bool(norm_layers)
+        self.bins = int(bins)
+        self.generator = generator  # name of the generator the flow was trained for
+        self.register_buffer("mu", torch.zeros(self.w_dim))
+        self.register_buffer("sigma", torch.ones(self.w_dim))
+        base = UnconditionalDistribution(
+            DiagNormal, torch.zeros(self.w_dim), torch.ones(self.w_dim), buffer=True
+        )
+        layers = build_transforms(
+            self.w_dim, family, self.transforms, self.hidden, self.norm_layers, self.bins
+        )
+        self.flow = Flow(layers, base)
+
+    def config(self) -> dict:
+        return {
+            "w_dim": self.w_dim,
+            "family": self.family,
+            "transforms": self.transforms,
+            "hidden": list(self.hidden),
+            "norm_layers": self.norm_layers,
+            "bins": self.bins,
+            "generator": self.generator,
+        }
+
+    @torch.no_grad()
+    def fit_standardisation(self, w: torch.Tensor) -> WFlow:
+        """Set μ, σ to the per-dimension mean and std of samples ``w`` ``[..., w_dim]``."""
+        w = flatten_w(self.check_w(w), self.w_dim).to(self.mu)
+        self.mu.copy_(w.mean(0))
+        self.sigma.copy_(w.std(0).clamp_min(1e-6))
+        return self
+
+    def standardise(self, w: torch.Tensor) -> torch.Tensor:
+        return (self.check_w(w) - self.mu) / self.sigma
+
+    def log_prob(self, w: torch.Tensor) -> torch.Tensor:
+        """log p(w) in raw W, shape ``w.shape[:-1]``."""
+        return self.flow().log_prob(self.standardise(w)) - self.sigma.log().sum()
+
+    def log_prob_standardised(self, x: torch.Tensor) -> torch.Tensor:
+        """log p_F(x) for already standardised x (the training objective)."""
+        return self.flow().log_prob(x)
+
+    def to_gaussian(self, w: torch.Tensor) -> torch.Tensor:
+        """f((w − μ)/σ): the data-to-Gaussian map used by RLS's ‖f‖ term."""
+        return self.flow().transform(self.standardise(w))
+
+    def from_gaussian(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse f⁻¹ back to raw W (``passes`` sequential sweeps for MAF/NSF)."""
+        return self.flow().transform.inv(z) * self.sigma + self.mu
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = torch.randn(n, self.w_dim, generator=generator).to(self.mu)
+        return self.from_gaussian(z)
+
+    def extra_repr(self) -> str:
+        return (
+            f"w_dim={self.w_dim}, family={self.family}, transforms={self.transforms}, "
+            f"hidden={self.hidden}, norm_layers={self.norm_layers}"
+        )
