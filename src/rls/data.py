@@ -1,0 +1,409 @@
+"""Datasets the evaluation runs on, and the Lightning DataModule that serves them.
+
+Every dataset yields dicts (docs/interfaces.md): ``{"image_id": str, "hr": [C,R,R] in [0,1]}``
+for image folders, ``{"image_id", "lr"}`` for LR-only folders, ``{"image_id", "hr", "w"}``
+for generator-sampled targets. A file that cannot be read yields ``{"image_id", "error"}``
+instead (``on_error="record"``), so the run goes on and the evaluation can write a
+'failed' row; :func:`collate_records` batches both kinds. The datasets need no Lightning.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from rls.seeding import seed_from_id
+
+log = logging.getLogger("rls.data")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+ON_ERROR = ("record", "skip", "raise")
+
+
+# ----------------------------------------------------------------------------------------------
+# Image folders
+
+
+def list_images(root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(image_id, path)`` for the images directly in ``root``, sorted by file name.
+
+    The id is the file stem; stems shared by several files (``a.png``, ``a.jpg``) become
+    ``<stem>_<ext>`` for all of them (plus ``_<k>`` if still shared), so ids are stable
+    and unique whatever else is in the folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: image folder not found")
+    paths = sorted(
+        (p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        key=lambda p: p.name,
+    )
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    ids, used = [], set()
+    for p in paths:
+        image_id = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}"
+        base, k = image_id, 1
+        while image_id in used:
+            image_id, k = f"{base}_{k}", k + 1
+        used.add(image_id)
+        ids.append((image_id, p))
+    return ids
+
+
+def check_image(path: Path) -> str | None:
+    """A cheap header + integrity check; the reason it failed, or ``None`` if it looks fine."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def load_image(
+    path: Path, channels: int = 3, resolution: int | None = None, warned: set | None = None
+) -> Tensor:
+    """Decode ``path`` to ``[channels, R, R]`` float in [0, 1].
+
+    Other colour modes are converted with one warning per file (alpha is dropped); non-square
+    or wrong-size images are center-cropped to a square and resized (PIL bicubic, which
+    antialiases when shrinking) with a logged note.
+    """
+    warned = set() if warned is None else warned
+    with Image.open(path) as img:
+        img.load()
+        target_mode = "RGB" if channels == 3 else "L"
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if img.mode != target_mode:
+            if path not in warned:
+                warned.add(path)
+                log.warning(
+                    "%s: %s image (mode %s) converted to %s%s",
+                    path,
+                    _describe_mode(img.mode),
+                    img.mode,
+                    target_mode,
+                    ", alpha dropped" if "A" in img.mode or "transparency" in img.info else "",
+                )
+            img = _to_mode(img, target_mode)
+        else:
+            img = img.copy()
+    if resolution is not None and img.size != (resolution, resolution):
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        log.info(
+            "%s: %dx%d center-cropped to %dx%d and resized to %dx%d",
+            path, w, h, side, side, resolution, resolution,
+        )  # fmt: skip
+        img = img.crop((left, top, left + side, top + side))
+        img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array.copy())
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _describe_mode(mode: str) -> str:
+    if mode in ("L", "LA", "1", "I", "I;16", "F"):
+        return "grayscale"
+    if mode in ("RGBA", "LA", "PA"):
+        return "transparent"
+    return "non-RGB"
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit: rescale to 8 bit first
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        img = Image.fromarray((array / peak * 255.0).round().clip(0, 255).astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return img.convert(mode)
+
+
+class _FolderDataset(Dataset):
+    """Shared indexing and failure handling of the image-folder datasets."""
+
+    key = "hr"
+
+    def __init__(self, root, resolution, channels, on_error):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.root = Path(root)
+        self.resolution = resolution
+        self.channels = channels
+        self.on_error = on_error
+        self.failures: list[tuple[Path, str]] = []
+        self.items: list[tuple[str, Path]] = []
+        self._warned: set = set()
+        for image_id, path in list_images(root):
+            reason = check_image(path)
+            if reason is not None:
+                self._fail(path, reason)
+                if on_error == "skip":
+                    continue
+            self.items.append((image_id, path))
+        if not self.items:
+            raise FileNotFoundError(
+                f"{self.root}: no readable images ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+
+    def _fail(self, path: Path, reason: str) -> None:
+        if self.on_error == "raise":
+            raise ValueError(f"{path}: unreadable image ({reason})")
+        if (path, reason) not in self.failures:
+            self.failures.append((path, reason))
+            action = "skipped" if self.on_error == "skip" else "recorded as failed"
+            log.error("%s: unreadable image, %s (%s)", path, action, reason)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [image_id for image_id, _ in self.items]
+
+    def __getitem__(self, index: int) -> dict:
+        image_id, path = self.items[index]
+        try:
+            image = load_image(path, self.channels, self.resolution, self._warned)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            reason = f"{type(err).__name__}: {err}"
+            self._fail(path, reason)
+            return {"image_id": image_id, "error": f"{path}: {reason}"}
+        return {"image_id": image_id, self.key: image}
+
+
+class ImageFolderDataset(_FolderDataset):
+    """HR images from a folder (png, jpg/jpeg, webp), resized to the generator resolution.
+
+    ``on_error``: ``"record"`` (default) yields ``{"image_id", "error"}`` for an unreadable
+    file, ``"skip"`` drops files failing the header check at index time, ``"raise"`` stops.
+    Every failure is logged and listed in ``failures`` as ``(path, reason)``.
+    """
+
+    key = "hr"
+
+    def __init__(self, root, resolution: int, channels: int = 3, on_error: str = "record"):
+        super().__init__(root, resolution, channels, on_error)
+
+
+class LRFolderDataset(_FolderDataset):
+    """Observed LR images the user already has (no degradation applied); yields ``"lr"``.
+
+    Images are used at their own size unless ``resolution`` (the LR side, R / scale) is
+    given; then other sizes are center-cropped and resized with a logged note.
+    """
+
+    key = "lr"
+
+    def __init__(
+        self, root, resolution: int | None = None, channels: int = 3, on_error: str = "record"
+    ):
+        super().__init__(root, resolution, channels, on_error)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generator-sampled (in-domain) targets
+
+
+class GeneratorSampleDataset(Dataset):
+    """HR = (G.synthesis(w) + 1) / 2 for a seeded z per index, keeping the true W+ code.
+
+    Index i is ``gen{i:05d}``; its z comes from ``seed_from_id(image_id, f"data.z.{seed}")``,
+    drawn on the CPU, so the targets are the same on every device and in every batching.
+    ``noise_mode="random"`` draws the noise maps from a per-image seed as well.
+    Runs G in ``__getitem__``: use it with ``num_workers=0`` (the DataModule does).
+    """
+
+    def __init__(
+        self,
+        G: torch.nn.Module,
+        n: int = 4,
+        seed: int = 0,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+    ):
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        if noise_mode not in ("const", "random", "none"):
+            raise ValueError(f"noise_mode must be const, random or none, got {noise_mode!r}")
+        self.G, self.n, self.seed = G, n, seed
+        self.truncation_psi, self.noise_mode = truncation_psi, noise_mode
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [f"gen{i:05d}" for i in range(self.n)]
+
+    @torch.no_grad()
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} generated images")
+        image_id = f"gen{index:05d}"
+        device = next(self.G.parameters()).device
+        g = torch.Generator().manual_seed(seed_from_id(image_id, f"data.z.{self.seed}"))
+        z = torch.randn(1, self.G.z_dim, generator=g).to(device)
+        ws = self.G.mapping(z, None, truncation_psi=self.truncation_psi)
+        noise = None
+        if self.noise_mode == "random":
+            g = torch.Generator().manual_seed(seed_from_id(image_id, f"data.noise.{self.seed}"))
+            noise = [
+                torch.randn(1, 1, *shape, generator=g).to(device)
+                for shape in self.G.synthesis.noise_shapes()
+            ]
+        img = self.G.synthesis(ws, noise_mode="const" if noise else self.noise_mode, noise=noise)
+        hr = ((img[0].float() + 1) / 2).clamp(0, 1).cpu()
+        return {"image_id": image_id, "hr": hr, "w": ws[0].float().cpu()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching
+
+
+def collate_records(records: list[dict]) -> dict:
+    """Batch dataset records: tensors stacked, ids listed, error records set aside.
+
+    Returns ``{"image_id": [ids of the stacked rows], <key>: Tensor[B, ...] for every tensor
+    key, "failures": [(image_id, error), ...]}``. A batch of only failures has
+    ``image_id == []`` and no tensors.
+    """
+    good = [r for r in records if "error" not in r]
+    batch: dict = {
+        "image_id": [r["image_id"] for r in good],
+        "failures": [(r["image_id"], r["error"]) for r in records if "error" in r],
+    }
+    if not good:
+        return batch
+    keys = [k for k in good[0] if k != "image_id"]
+    for r in good[1:]:
+        if sorted(k for k in r if k != "image_id") != sorted(keys):
+            raise ValueError(
+                f"records {good[0]['image_id']} and {r['image_id']} have different keys: "
+                f"{sorted(good[0])} vs {sorted(r)}"
+            )
+    for key in keys:
+        values = [r[key] for r in good]
+        if isinstance(values[0], Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) > 1:
+                detail = ", ".join(f"{r['image_id']}: {tuple(r[key].shape)}" for r in good)
+                raise ValueError(f"cannot batch '{key}' of different shapes ({detail})")
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Lightning
+
+
+def _lightning_base():
+    import pytorch_lightning as pl
+
+    return pl.LightningDataModule
+
+
+class RestorationDataModule(_lightning_base()):
+    """Serves one dataset to Lightning's test loop, in a fixed order.
+
+    ``dataset`` is a Dataset, or a factory (e.g. a Hydra ``_partial_``) completed in
+    :meth:`setup` with what the generator tells: ``G`` (generator-sampled targets),
+    ``resolution`` and ``channels`` (image folders), each passed only if the factory takes
+    it and it is not already bound. Under DDP each rank gets a disjoint shard (no image is
+    repeated to even out the shards, so results.csv has every image exactly once).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset | Callable[..., Dataset],
+        batch_size: int = 1,
+        num_workers: int = 0,
+        generator: torch.nn.Module | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.dataset_factory = dataset
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.generator = generator
+        self.dataset: Dataset | None = dataset if isinstance(dataset, Dataset) else None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            self.dataset = build_dataset(self.dataset_factory, self.generator)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup("test")
+        workers = 0 if isinstance(self.dataset, GeneratorSampleDataset) else self.num_workers
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self.dataset, shuffle=False)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_records,
+        )
+
+    predict_dataloader = test_dataloader
+
+
+def build_dataset(factory: Callable[..., Dataset], G: torch.nn.Module | None = None) -> Dataset:
+    """Call a dataset factory with the generator-given arguments it takes and lacks."""
+    params = inspect.signature(factory).parameters
+    offered = {}
+    if G is not None:
+        offered = {
+            "G": G,
+            "resolution": G.img_resolution,
+            "channels": G.img_channels,
+        }
+    kwargs = {}
+    for name, value in offered.items():
+        p = params.get(name)
+        if p is None:
+            continue
+        bound = getattr(factory, "keywords", {}) or {}
+        if name in bound:
+            continue
+        if name == "resolution" and _is_lr(factory):
+            continue  # an LR folder's resolution is the LR side, not the generator's
+        kwargs[name] = value
+    missing = [
+        n for n, p in params.items()
+        if p.default is inspect.Parameter.empty and n not in kwargs
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]  # fmt: skip
+    if missing:
+        raise ValueError(f"dataset {_name(factory)} needs {missing} (pass generator= or set them)")
+    return factory(**kwargs)
+
+
+def _is_lr(factory) -> bool:
+    func = getattr(factory, "func", factory)
+    return isinstance(func, type) and issubclass(func, LRFolderDataset)
+
+
+def _name(factory) -> str:
+    func = getattr(factory, "func", factory)
+    return getattr(func, "__name__", repr(func))
