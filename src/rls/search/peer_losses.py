@@ -63,15 +63,6 @@ def floored_mse(pred: Tensor, target: Tensor, eps: float) -> Tensor:
 # BRGM (razvanmarinescu/brgm-pytorch: bayesmap_recon.py)
 
 
-@torch.no_grad()
-def brgm_w_statistics(w_samples: Tensor) -> tuple[Tensor, Tensor]:
-    """BRGM's prior fit from mapping samples ``[N, D]``: the mean ``w̄`` and ONE scalar std
-    ``σ_s = sqrt(Σ_n ‖w_n − w̄‖² / N)`` (the spread of the whole vector, not per dimension)."""
-    mean = w_samples.mean(0)
-    std_scalar = ((w_samples - mean).pow(2).sum() / w_samples.shape[0]).sqrt()
-    return mean, std_scalar
-
-
 def brgm_w_prior(ws: Tensor, w_mean: Tensor, std_scalar: Tensor | float) -> Tensor:
     """BRGM's Gaussian prior on W+ ``[B, L, D]`` -> ``[B]``: ``mean(((w − w̄)/σ_s)²)``."""
     return ((ws - w_mean) / std_scalar).pow(2).flatten(1).mean(1)
@@ -134,26 +125,125 @@ def multiscale_lpips(
     return total + l1_weight * (pred - target).abs().flatten(1).mean(1)
 
 
-class NormalizedGD(torch.optim.Optimizer):
-    """Normalised gradient descent (robust-unsupervised ``NGD``): each vector along the last
-    dim moves by exactly ``lr`` against its gradient direction: ``p -= lr · g / ‖g‖``.
+class _RowNormalizedGrad(torch.autograd.Function):
+    """Identity forward; backward divides the gradient of every row (last dim) by its norm."""
 
-    Hand-written because no library optimiser normalises per row; NaNs (zero gradients) -> 0.
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        g = grad / grad.norm(dim=-1, keepdim=True)
+        return torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def normalize_grad_rows(x: Tensor) -> Tensor:
+    """``x`` unchanged, but the gradient flowing back into it is normalised per row.
+
+    With plain SGD (no momentum) this is robust-unsupervised's ``NGD`` step exactly:
+    every vector along the last dim moves by ``lr`` against its gradient direction,
+    ``p -= lr · g/‖g‖`` (rows with zero gradient stay). The shared loop's ``normalized_gd``
+    normalises per image instead; for W+ and W++ the authors normalise per row.
+    Hand-written: no library optimiser normalises per row. Use ``x`` once in the graph.
     """
+    return _RowNormalizedGrad.apply(x)
 
-    def __init__(self, params, lr: float):
-        super().__init__(params, {"lr": lr})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad / p.grad.norm(dim=-1, keepdim=True)
-                p.sub_(group["lr"] * torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
-        return loss
+# ---------------------------------------------------------------------------------------
+# Plumbing the peer methods share: their perceptual network, their own downsampler, the
+# diagonal fit of W, noise maps.
+
+OWN_DOWNSAMPLERS = {
+    "pulse": "bicubic_pulse",  # PULSE bicubic.py
+    "brgm": "bicubic_torch",  # BRGM forwardModels.py: F.interpolate bicubic, no antialiasing
+    "ilo": "bicubic_pulse",  # ILO utils.py: PULSE's BicubicDownSample
+    "robust": "box",  # robust-unsupervised benchmark: avg_pool2d
+    "wplus": "bicubic_pulse",  # the RLS paper's operator
+}
+
+
+def unit(image: Tensor) -> Tensor:
+    """Generator output ``[-1, 1]`` -> the ``[0, 1]`` space of losses and degradations."""
+    return (image + 1) / 2
+
+
+def method_degradation(D: torch.nn.Module, downsampler: str, method: str) -> torch.nn.Module:
+    """The operator inside a peer's loss: the shared ``D`` (``downsampler="shared"``, the
+    default, so that comparisons are fair) or the same corruptions with the method's own
+    downsampling kernel (``"own"``, see :data:`OWN_DOWNSAMPLERS`)."""
+    if downsampler == "shared":
+        return D
+    if downsampler != "own":
+        raise ValueError(f"{method}: downsampler must be 'shared' or 'own', got {downsampler!r}")
+    from rls.degradations import Degradation
+
+    kernel = OWN_DOWNSAMPLERS[method]
+    if getattr(D, "downsampler", None) == kernel:
+        return D
+    if not hasattr(D, "scale") or not hasattr(D, "corruptions"):
+        raise TypeError(f"{method}: downsampler='own' needs an rls.degradations.Degradation")
+    return Degradation(D.scale, list(D.corruptions), downsampler=kernel, name=D.name)
+
+
+def resolve_perceptual(
+    spec, method: str, weights_path: str | None = None, allow_download: bool | None = None
+) -> tuple[torch.nn.Module | None, str]:
+    """The perceptual network a peer uses, and the note for results.csv / the report.
+
+    ``spec``: a module/callable ``net(a, b) -> [B]`` on [0, 1] images (tests inject a small
+    feature network), ``"lpips-vgg"`` (the authors' LPIPS-VGG16; its ImageNet backbone file is
+    looked up offline-first by :mod:`rls.weights`), or ``None``/``"off"``. A missing backbone
+    is reported here, at construction, naming the file; the term is then off.
+    """
+    import logging
+
+    if spec is None or spec == "off":
+        return None, f"{method}: perceptual term off (configured)"
+    if not isinstance(spec, str):
+        if isinstance(spec, torch.nn.Module):
+            spec.eval().requires_grad_(False)
+        return spec, ""
+    if spec != "lpips-vgg":
+        raise ValueError(
+            f"{method}: perceptual must be 'lpips-vgg', 'off' or a module, got {spec!r}"
+        )
+    from rls.metrics import LPIPS
+    from rls.weights import MissingWeightsError, resolve_weights
+
+    try:
+        path = resolve_weights("vgg16", weights_path, allow_download)
+    except MissingWeightsError as err:
+        note = f"{method}: LPIPS-VGG perceptual term OFF ({err})"
+        logging.getLogger(__name__).warning(note)
+        return None, note
+    return LPIPS("vgg", path).eval().requires_grad_(False), ""
+
+
+class GaussianFitCache:
+    """PULSE/ILO's diagonal fit of ``LeakyReLU_5(w)`` (method.md §2), fitted once per generator
+    from ``n`` seeded mapping samples (PULSE: 1,000,000, seed 0) and reused across batches."""
+
+    def __init__(self, n: int = 1_000_000, seed: int = 0):
+        self.n, self.seed = int(n), int(seed)
+        self._fits: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}
+
+    def __call__(self, G: torch.nn.Module) -> torch.nn.Module:
+        hit = self._fits.get(id(G))
+        if hit is None or hit[0] is not G:
+            from rls.flows import LeakyDiagonalPrior, sample_w
+
+            with torch.no_grad():
+                w = sample_w(G, self.n, seed=self.seed, batch_size=min(self.n, 65536))
+                prior = LeakyDiagonalPrior(G.w_dim).to(w.device).fit(w)
+            hit = (G, prior)
+            self._fits[id(G)] = hit
+        return hit[1]
+
+
+def noise_maps(ctx, salt: str) -> list[Tensor]:
+    """One N(0, 1) map ``[B, 1, H, W]`` per noise input of ``ctx.G``, seeded per image."""
+    return [
+        ctx.randn((1, h, w), f"{salt}{i}")
+        for i, (h, w) in enumerate(ctx.G.synthesis.noise_shapes())
+    ]
