@@ -39,4 +39,6 @@ __all__ = [
 
 # --- method registrations: each import registers its methods in METHODS -------------
 # (peers engineer: add your imports in this block only)
+# peers (issue 6): PULSE, BRGM, ILO, robust unsupervised restoration
+from rls.search import brgm, ilo, pulse, robust  # noqa: E402, F401
 # --- end of method registrations ------------------------------------------------------
