@@ -209,7 +209,8 @@ class MotionBlur(_FilterCorruption):
     """Linear motion blur (kornia), applied to the HR image before downsampling (method.md §6).
 
     Paper: kernel 49, angle 45°, direction 1 (kornia ``MotionBlur(49, 45, 1)``); the
-    authors' kornia 0.5 padded with zeros, hence ``border_type="constant"``.
+    authors' kornia 0.5.8 ``MotionBlur`` padded with zeros (its default then; kornia 0.9
+    defaults to reflect), hence ``border_type="constant"`` and the dark rim it leaves.
     """
 
     name = "motion_blur"
