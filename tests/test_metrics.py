@@ -279,3 +279,27 @@ def test_restoration_metrics_sync_across_ranks(tmp_path):
     expected = single.compute()
     for key in ("psnr", "ssim", "lr_psnr", "fid"):
         torch.testing.assert_close(synced[key], expected[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_inception_features_load_a_torch_fidelity_file(tmp_path, monkeypatch):
+    """The real Inception wrapper on a randomly initialised torch-fidelity weight file."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Skeleton(FeatureExtractorInceptionV3):  # builds the layers, loads nothing
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            return None
+
+    torch.save({}, tmp_path / "empty.pth")
+    torch.manual_seed(0)
+    state = Skeleton("skeleton", ["2048"], str(tmp_path / "empty.pth")).state_dict()
+    torch.save(state, tmp_path / weights.KNOWN_WEIGHTS["inception"].filename)
+    monkeypatch.setenv("RLS_WEIGHTS_DIR", str(tmp_path))
+    metrics = RestorationMetrics.pretrained(lpips=(), fid=True, kid_subset_size=2, kid_subsets=2)
+    hr = images(3, 0, size=48)
+    gray = hr[:, :1]
+    features = metrics.feature(hr)
+    assert features.shape == (3, 2048) and torch.isfinite(features).all()
+    assert metrics.feature(gray).shape == (3, 2048)  # grayscale repeated to RGB
+    metrics.update(hr.flip(-1), hr)
+    assert {"fid", "kid_mean", "kid_std"} <= set(metrics.compute())

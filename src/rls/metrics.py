@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 
 import torch
@@ -213,6 +214,21 @@ class _KID(KernelInceptionDistance):
             self.subset_size = configured
 
 
+class _Features(nn.Identity):
+    """Hands precomputed features to torchmetrics' FID/KID (which call their ``feature``)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+
+def _num_features(feature: nn.Module) -> int:
+    if hasattr(feature, "num_features"):
+        return int(feature.num_features)
+    with torch.no_grad():
+        return feature(torch.zeros(1, 3, 64, 64)).shape[-1]
+
+
 def _as_list(state) -> list[Tensor]:
     return state if isinstance(state, list) else [state]
 
@@ -276,16 +292,20 @@ class RestorationMetrics(nn.Module):
         self.lpips_nets = nn.ModuleDict(dict(lpips_nets or {}))
         names = list(PER_IMAGE_NAMES) + [f"lpips_{n}" for n in self.lpips_nets]
         self.means = nn.ModuleDict({n: MeanMetric(nan_strategy="ignore") for n in names})
-        self.fid = self.kid = None
+        self.feature, self.fid, self.kid = feature, None, None
         if feature is not None:
-            self.fid = _FID(feature=feature, reset_real_features=True, normalize=False)
-            self.kid = _KID(
-                feature=feature,
-                subsets=kid_subsets,
-                subset_size=kid_subset_size,
-                normalize=False,
-                seed=seed,
-            )
+            # The feature network runs once per image here; FID and KID get its features.
+            width = _Features(_num_features(feature))
+            self.fid = _FID(feature=width, reset_real_features=True, normalize=False)
+            with warnings.catch_warnings():  # KID's note that it keeps all features in memory
+                warnings.simplefilter("ignore", UserWarning)
+                self.kid = _KID(
+                    feature=width,
+                    subsets=kid_subsets,
+                    subset_size=kid_subset_size,
+                    normalize=False,
+                    seed=seed,
+                )
 
     @classmethod
     def pretrained(
@@ -325,11 +345,11 @@ class RestorationMetrics(nn.Module):
         for name, mean in self.means.items():
             mean.update(values.get(name, nan))
         if self.fid is not None and hr is not None:
-            sr01, hr01 = sr.float().clamp(0, 1), hr.float().clamp(0, 1)
-            self.fid.update(hr01, real=True)
-            self.fid.update(sr01, real=False)
-            self.kid.update(hr01, real=True)
-            self.kid.update(sr01, real=False)
+            real = self.feature(hr.float().clamp(0, 1).to(sr.device))
+            fake = self.feature(sr.float().clamp(0, 1))
+            for metric in (self.fid, self.kid):
+                metric.update(real, real=True)
+                metric.update(fake, real=False)
         return values
 
     def compute(self) -> dict[str, Tensor]:
