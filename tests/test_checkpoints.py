@@ -297,7 +297,8 @@ def to_rosinality(G):
         out[f"style.{i + 1}.weight"] = sd[f"mapping.fc{i}.weight"]
         out[f"style.{i + 1}.bias"] = sd[f"mapping.fc{i}.bias"]
     out["input.input"] = sd["synthesis.b4.const"][None]
-    kernel = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 16 * 4
+    kernel = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1]))
+    kernel = kernel / kernel.sum() * 4  # rosinality make_kernel, times up² for Blur/Upsample
 
     def layer(src, dst, up=False):
         out[f"{dst}.conv.weight"] = sd[f"{src}.weight"][None]

@@ -164,7 +164,8 @@ def read_rosinality(
         raise CheckpointError(f"{name}: no rosinality generator ('g_ema' with 'input.input')")
     g = data["g_ema"]
     config = _infer_config(g, name, mapping_lr_multiplier)
-    expected_kernel = torch.outer(_BLUR_1D, _BLUR_1D) / 16 * 4
+    expected_kernel = torch.outer(_BLUR_1D, _BLUR_1D)
+    expected_kernel = expected_kernel / expected_kernel.sum() * 4  # normalised, gain up²
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in g.items():
