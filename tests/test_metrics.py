@@ -303,3 +303,22 @@ def test_inception_features_load_a_torch_fidelity_file(tmp_path, monkeypatch):
     assert metrics.feature(gray).shape == (3, 2048)  # grayscale repeated to RGB
     metrics.update(hr.flip(-1), hr)
     assert {"fid", "kid_mean", "kid_std"} <= set(metrics.compute())
+
+
+def test_feature_network_runs_once_per_set_and_is_shareable():
+    class Counting(TinyFeatures):
+        calls = 0
+
+        def forward(self, x):
+            Counting.calls += 1
+            return super().forward(x)
+
+    first = RestorationMetrics(feature=Counting())
+    hr, sr = images(4, 0), images(4, 1)
+    first.update(sr, hr)
+    assert Counting.calls == 2  # HR once, SR once, shared by FID and KID
+    # a new instance built from another's FID network (one set of networks per run)
+    second = RestorationMetrics(feature=first.fid.inception)
+    assert second.feature is first.feature
+    second.update(sr, hr)
+    torch.testing.assert_close(second.compute()["fid"], first.compute()["fid"])

@@ -214,12 +214,26 @@ class _KID(KernelInceptionDistance):
             self.subset_size = configured
 
 
-class _Features(nn.Identity):
-    """Hands precomputed features to torchmetrics' FID/KID (which call their ``feature``)."""
+class _SharedFeatures(nn.Module):
+    """The feature network FID and KID both call: the second call on the same tensor
+    object reuses the first one's features instead of running the network again."""
 
-    def __init__(self, num_features: int):
+    def __init__(self, net: nn.Module):
         super().__init__()
-        self.num_features = num_features
+        self.net = net
+        self.num_features = _num_features(net)
+        self._cache: list[tuple[Tensor, Tensor]] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        for seen, features in self._cache:
+            if seen is x:
+                return features
+        features = self.net(x)
+        self._cache.append((x, features))
+        return features
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 def _num_features(feature: nn.Module) -> int:
@@ -292,15 +306,17 @@ class RestorationMetrics(nn.Module):
         self.lpips_nets = nn.ModuleDict(dict(lpips_nets or {}))
         names = list(PER_IMAGE_NAMES) + [f"lpips_{n}" for n in self.lpips_nets]
         self.means = nn.ModuleDict({n: MeanMetric(nan_strategy="ignore") for n in names})
+        if isinstance(feature, _SharedFeatures):  # e.g. another instance's ``fid.inception``
+            feature = feature.net
         self.feature, self.fid, self.kid = feature, None, None
         if feature is not None:
-            # The feature network runs once per image here; FID and KID get its features.
-            width = _Features(_num_features(feature))
-            self.fid = _FID(feature=width, reset_real_features=True, normalize=False)
+            # FID and KID share one wrapper, so the feature network runs once per image.
+            shared = _SharedFeatures(feature)
+            self.fid = _FID(feature=shared, reset_real_features=True, normalize=False)
             with warnings.catch_warnings():  # KID's note that it keeps all features in memory
                 warnings.simplefilter("ignore", UserWarning)
                 self.kid = _KID(
-                    feature=width,
+                    feature=shared,
                     subsets=kid_subsets,
                     subset_size=kid_subset_size,
                     normalize=False,
@@ -345,11 +361,12 @@ class RestorationMetrics(nn.Module):
         for name, mean in self.means.items():
             mean.update(values.get(name, nan))
         if self.fid is not None and hr is not None:
-            real = self.feature(hr.float().clamp(0, 1).to(sr.device))
-            fake = self.feature(sr.float().clamp(0, 1))
+            real = hr.float().clamp(0, 1).to(sr.device)
+            fake = sr.float().clamp(0, 1)
             for metric in (self.fid, self.kid):
                 metric.update(real, real=True)
                 metric.update(fake, real=False)
+            self.fid.inception.clear()
         return values
 
     def compute(self) -> dict[str, Tensor]:
