@@ -39,6 +39,7 @@ __all__ = [
 
 # --- method registrations: each import registers its methods in METHODS -------------
 # (peers engineer: add your imports in this block only)
+# RLS, RLS-W and RLS+ (issue 5)
 # peers (issue 6): PULSE, BRGM, ILO, robust unsupervised restoration
-from rls.search import brgm, ilo, pulse, robust  # noqa: E402, F401
+from rls.search import brgm, ilo, pulse, rls, rls_plus, robust  # noqa: E402, F401  # noqa: E402, F401
 # --- end of method registrations ------------------------------------------------------

@@ -54,8 +54,9 @@ class SearchContext:
         return self.y.shape[0]
 
     def randn(self, shape, salt: str) -> Tensor:
-        """``[B, *shape]`` N(0, 1) draws on ``device``, row b from (seeds[b], salt)."""
-        return randn_per_seed(derive_seeds(self.seeds, salt), shape, device=self.device)
+        """``[B, *shape]`` N(0, 1) draws (y's dtype, on ``device``), row b from (seeds[b], salt)."""
+        draws = randn_per_seed(derive_seeds(self.seeds, salt), shape, device=self.device)
+        return draws.to(self.y.dtype)
 
 
 @dataclass

@@ -89,10 +89,14 @@ class _StageRun:
 
 
 def _run_stage_once(ctx: SearchContext, stage: Stage, callback, step_offset: int) -> _StageRun:
-    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in stage.init(ctx).items()}
+    start = stage.init(ctx)
+    groups = [_select_vars(group.vars, start) for group in stage.optim]
+    optimised = {n for names in groups for n in names}
+    # variables no optimiser names are per-image constants (e.g. fixed noise maps): they are
+    # still carried with the iterate (best copy, chosen start) but get no gradient
+    leaves = {k: v.detach().clone().requires_grad_(k in optimised) for k, v in start.items()}
     optimizers = []
-    for group in stage.optim:
-        names = _select_vars(group.vars, leaves)
+    for group, names in zip(stage.optim, groups):
         opt = _make_optimizer(
             group.optimizer, [leaves[n] for n in names], group.lr, group.betas, group.weight_decay
         )

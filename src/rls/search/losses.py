@@ -35,15 +35,16 @@ def standardised_log_prob(prior: nn.Module, ws: Tensor) -> Tensor:
     """log p_F((w - μ)/σ) per row ``[B, L]``: the flow density of the standardised code.
 
     ``prior.log_prob`` is a density on raw W, which includes the standardisation Jacobian
-    -Σ log σ; adding Σ log σ back gives the authors' quantity exactly (``sr_boost.py``
-    evaluates the flow on standardised w). Priors without ``sigma`` are used as they are.
+    -Σ log σ (a constant); the flow's own density gives the authors' value (``sr_boost.py``
+    evaluates the flow on standardised w). Other priors give their raw-W ``log_prob``.
     """
     ws = _rows(ws)
-    logp = prior.log_prob(ws.reshape(-1, ws.shape[-1])).view(ws.shape[:2])
-    sigma = getattr(prior, "sigma", None)
-    if isinstance(sigma, Tensor):
-        logp = logp + sigma.log().sum()
-    return logp
+    flat = ws.reshape(-1, ws.shape[-1])
+    if hasattr(prior, "log_prob_standardised") and hasattr(prior, "standardise"):
+        logp = prior.log_prob_standardised(prior.standardise(flat))
+    else:
+        logp = prior.log_prob(flat)
+    return logp.view(ws.shape[:2])
 
 
 def flow_nll(prior: nn.Module, ws: Tensor) -> Tensor:
