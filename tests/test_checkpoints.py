@@ -15,6 +15,7 @@ import os
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from rls.generators.formats_rosinality import rosinality_name
 from rls.generators.formats_tf import tf_generator_config
 
 MARKER_NAME = "EXECUTED"
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +225,10 @@ def to_tf_variables(G):
     return top, mapping, synthesis
 
 
-def tf_pickle(G, path, monkeypatch, marker):
+def write_tf_pickle(path, monkeypatch, marker, top, mapping, synthesis, static):
+    """A ``(G, D, Gs)`` pickle of stand-in ``dnnlib.tflib.network.Network`` objects whose
+    state is what the real class pickles; unpickling them for real would touch ``marker``."""
+
     class Network:
         def __init__(self, name, variables, components=None, static_kwargs=None):
             self.state = dict(
@@ -243,7 +248,17 @@ def tf_pickle(G, path, monkeypatch, marker):
             open(marker, "w").close()
 
     _fake_module(monkeypatch, "dnnlib.tflib.network", Network=Network)
-    top, mapping, synthesis = to_tf_variables(G)
+    comps = {
+        "mapping": Network("G_mapping", mapping),
+        "synthesis": Network("G_synthesis", synthesis),
+    }
+    gs = Network("G", top, comps, static)
+    with open(path, "wb") as f:
+        pickle.dump((Network("G", []), Network("D", []), gs), f, protocol=3)
+    return path
+
+
+def tf_pickle(G, path, monkeypatch, marker):
     cfg = G.init_kwargs
     static = dict(
         latent_size=cfg["z_dim"],
@@ -256,14 +271,7 @@ def tf_pickle(G, path, monkeypatch, marker):
         fmap_max=cfg["synthesis_kwargs"]["channel_max"],
         truncation_psi=0.5,
     )
-    comps = {
-        "mapping": Network("G_mapping", mapping),
-        "synthesis": Network("G_synthesis", synthesis),
-    }
-    gs = Network("G", top, comps, static)
-    with open(path, "wb") as f:
-        pickle.dump((Network("G", []), Network("D", []), gs), f, protocol=3)
-    return path
+    return write_tf_pickle(path, monkeypatch, marker, *to_tf_variables(G), static)
 
 
 def test_tf_pickle_loads_exactly_and_runs_no_code(G, tmp_path, monkeypatch):
@@ -278,6 +286,47 @@ def test_tf_pickle_loads_exactly_and_runs_no_code(G, tmp_path, monkeypatch):
     loaded = load_checkpoint(path)
     assert not marker.exists()
     assert_same_generator(loaded, G)
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    """Made by running NVIDIA's legacy.py TF converter and rosinality's model.py (channels
+    shrunk) locally on random weights; only tensors were kept (see the file's keys)."""
+    return torch.load(DATA / "checkpoint_reference_vectors.pt", weights_only=True)
+
+
+def test_tf_conversion_matches_nvidia_legacy_converter(vectors, tmp_path, monkeypatch):
+    marker = tmp_path / MARKER_NAME
+    parts = {"": [], "mapping": [], "synthesis": []}
+    for name, value in vectors["tf_variables"].items():
+        comp, _, local = name.partition("/")  # "mapping/Dense0/weight"; "dlatent_avg" is G's
+        if not local:
+            comp, local = "", name
+        parts[comp].append((local, value.numpy()))
+    path = write_tf_pickle(
+        tmp_path / "tf.pkl", monkeypatch, marker, parts[""], parts["mapping"],
+        parts["synthesis"], vectors["tf_static_kwargs"],
+    )  # fmt: skip
+    config, state_dict, _ = read_checkpoint(path)
+    expected = vectors["tf_expected_state_dict"]
+    assert set(state_dict) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(state_dict[key], value, rtol=0, atol=0, msg=key)
+    G = load_checkpoint(path)
+    with torch.no_grad():
+        images = G(vectors["tf_z"], truncation_psi=0.7, truncation_cutoff=2, noise_mode="const")
+    torch.testing.assert_close(images, vectors["tf_images"], rtol=0, atol=1e-4)
+    assert not marker.exists()
+
+
+def test_rosinality_matches_rosinality_model(vectors, tmp_path):
+    path = tmp_path / "rosinality.pt"
+    ckpt = {"g_ema": vectors["rosinality_g_ema"], "latent_avg": vectors["rosinality_latent_avg"]}
+    torch.save(ckpt, path)
+    G = load_checkpoint(path)
+    with torch.no_grad():
+        images = G(vectors["rosinality_z"], truncation_psi=0.7, noise_mode="const")
+    torch.testing.assert_close(images, vectors["rosinality_images"], rtol=0, atol=1e-4)
 
 
 def test_tf_unknown_kwarg_is_named():
