@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import logging
 import os
 import pickle
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from rls.generators import build_tiny, load_generator, save_generator
 from rls.generators.checkpoints import (
@@ -292,7 +294,17 @@ def test_tf_pickle_loads_exactly_and_runs_no_code(G, tmp_path, monkeypatch):
 def vectors():
     """Made by running NVIDIA's legacy.py TF converter and rosinality's model.py (channels
     shrunk) locally on random weights; only tensors were kept (see the file's keys)."""
-    return torch.load(DATA / "checkpoint_reference_vectors.pt", weights_only=True)
+    out: dict = {}
+    path = DATA / "checkpoint_reference_vectors.safetensors"
+    with safe_open(path, framework="pt") as f:
+        out["tf_static_kwargs"] = json.loads(f.metadata()["tf_static_kwargs"])
+        for key in f.keys():  # noqa: SIM118 (not a dict)
+            group, _, name = key.partition("/")
+            if name:
+                out.setdefault(group, {})[name] = f.get_tensor(key)
+            else:
+                out[key] = f.get_tensor(key)
+    return out
 
 
 def test_tf_conversion_matches_nvidia_legacy_converter(vectors, tmp_path, monkeypatch):
