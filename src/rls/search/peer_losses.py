@@ -209,14 +209,16 @@ def resolve_perceptual(
             f"{method}: perceptual must be 'lpips-vgg', 'off' or a module, got {spec!r}"
         )
     from rls.metrics import LPIPS
-    from rls.weights import MissingWeightsError, resolve_weights
+    from rls.weights import KNOWN_WEIGHTS, MissingWeightsError, resolve_weights
 
     try:
         path = resolve_weights("vgg16", weights_path, allow_download)
     except MissingWeightsError as err:
-        note = f"{method}: LPIPS-VGG perceptual term OFF ({err})"
-        logging.getLogger(__name__).warning(note)
-        return None, note
+        logging.getLogger(__name__).warning("%s: LPIPS-VGG perceptual term OFF: %s", method, err)
+        return (
+            None,
+            f"{method}: LPIPS-VGG perceptual term OFF ({KNOWN_WEIGHTS['vgg16'].filename} missing)",
+        )
     return LPIPS("vgg", path).eval().requires_grad_(False), ""
 
 
