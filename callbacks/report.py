@@ -28,6 +28,7 @@ _LABELS = {
     "lpips": "LPIPS ↓",
     "lr_psnr": "LR-PSNR ↑",
     "flow_nll": "flow NLL ↓",
+    "latent_error": "latent error ↓",
     "steps": "steps",
     "seconds": "s / image",
 }

@@ -41,12 +41,22 @@ COLUMNS = [
     "lpips",
     "lr_psnr",
     "flow_nll",
+    "latent_error",
     "steps",
     "seconds",
     "status",
     "notes",
 ]
-METRIC_COLUMNS = ["psnr", "ssim", "lpips", "lr_psnr", "flow_nll", "steps", "seconds"]
+METRIC_COLUMNS = [
+    "psnr",
+    "ssim",
+    "lpips",
+    "lr_psnr",
+    "flow_nll",
+    "latent_error",  # ‖ŵ - w‖ to the true code, for generator-sampled targets only
+    "steps",
+    "seconds",
+]
 SHARD_DIR = ".shards"
 
 

@@ -1,0 +1,144 @@
+"""The evaluation job: per-image search in Lightning's test loop, resume, failures, outputs."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from callbacks.report import ReportWriter
+from callbacks.results import ResultsWriter, finished_pairs, image_path, read_rows
+from rls.data import GeneratorSampleDataset, ImageFolderDataset, RestorationDataModule
+from rls.degradations import build_degradation
+from rls.generators import load_generator
+from rls.lit.search_module import SearchModule
+from rls.search import Method, OptimGroup, Rendered, Stage
+from rls.search.losses import lr_l1, to_unit
+
+
+def wplus_l1(steps: int = 4, lr: float = 0.05, name: str = "wplus") -> Method:
+    """Plain W+ search from w̄ with the RLS fidelity term only (the paper's w_A)."""
+
+    def init(ctx):
+        w_avg = ctx.G.mapping.w_avg.to(ctx.device)
+        return {"w": w_avg.expand(ctx.batch_size, ctx.G.num_ws, -1).clone()}
+
+    def render(ctx, v):
+        return Rendered(ctx.G.synthesis(v["w"], noise_mode="const"), v["w"])
+
+    def losses(ctx, v, r):
+        return {"l1": 10 * lr_l1(ctx.D, to_unit(r.image), ctx.y)}
+
+    stage = Stage(name, steps, init, render, losses, [OptimGroup(["w"], lr=lr)])
+    return Method(name, [stage], notes=f"{name}: test recipe")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny networks on a shared 2-core machine run 10x faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_generator("tiny")
+
+
+def _trainer(run_dir, extra=()):
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        inference_mode=False,
+        callbacks=[ResultsWriter(run_dir), ReportWriter(run_dir), *extra],
+    )
+
+
+def _module(G, skip=(), methods=None):
+    D = build_degradation(8, "none")
+    methods = methods or {"wplus": wplus_l1(), "wplus_b": wplus_l1(name="wplus_b")}
+    return SearchModule(G, methods, D, scale=8, corruption="none", skip=skip)
+
+
+def _generated(G, n=4, batch_size=2):
+    return RestorationDataModule(GeneratorSampleDataset(G, n=n), batch_size=batch_size)
+
+
+class Recorder(pl.Callback):
+    """Remembers the rows each run computed; optionally crashes after ``crash_after`` batches."""
+
+    def __init__(self, crash_after=None):
+        self.rows, self.crash_after, self.batches = [], crash_after, 0
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.rows += outputs["rows"]
+        self.batches += 1
+        if self.crash_after is not None and self.batches >= self.crash_after:
+            raise RuntimeError("simulated crash")
+
+
+def test_every_image_and_method_gets_a_row_images_and_report(tmp_path, G):
+    _trainer(tmp_path).test(_module(G), datamodule=_generated(G), verbose=False)
+    rows = read_rows(tmp_path / "results.csv")
+    assert len(rows) == 4 * 2 and {r["status"] for r in rows} == {"ok"}
+    row = rows[0]
+    assert row["scale"] == "8" and row["corruption"] == "none" and row["steps"] == "4"
+    assert float(row["psnr"]) > 5 and float(row["lr_psnr"]) > float(row["psnr"]) - 100
+    assert row["notes"] == f"{row['method']}: test recipe"
+    for kind in ("lr", "hr", "wplus", "wplus_b"):
+        assert Image.open(image_path(tmp_path, kind, "gen00003")).size[0] in (4, 32)
+    assert (tmp_path / "summary.json").exists() and (tmp_path / "report.html").exists()
+
+
+def test_methods_see_identical_inputs_and_results_do_not_depend_on_batch(tmp_path, G):
+    """Two copies of one method, batch 1 vs batch 4: the same numbers per image."""
+    _trainer(tmp_path / "b4").test(_module(G), datamodule=_generated(G, 4, 4), verbose=False)
+    _trainer(tmp_path / "b1").test(_module(G), datamodule=_generated(G, 4, 1), verbose=False)
+    b4 = {(r["image_id"], r["method"]): r for r in read_rows(tmp_path / "b4" / "results.csv")}
+    b1 = {(r["image_id"], r["method"]): r for r in read_rows(tmp_path / "b1" / "results.csv")}
+    assert b4.keys() == b1.keys()
+    for key, row in b4.items():
+        assert float(row["psnr"]) == pytest.approx(float(b1[key]["psnr"]), abs=1e-3)
+        twin = b4[(key[0], "wplus_b" if key[1] == "wplus" else "wplus")]
+        assert row["psnr"] == twin["psnr"]  # same y, same seeds, same recipe
+
+
+def test_resume_after_interruption_computes_only_the_rest(tmp_path, G):
+    crash = Recorder(crash_after=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _trainer(tmp_path, [crash]).test(_module(G), datamodule=_generated(G), verbose=False)
+    assert len(crash.rows) == 2 * 2  # first batch (2 images x 2 methods) done
+    done = finished_pairs(tmp_path)
+    assert done == {(r["image_id"], r["method"]) for r in crash.rows}
+
+    again = Recorder()
+    module = _module(G, skip=done)
+    _trainer(tmp_path, [again]).test(module, datamodule=_generated(G), verbose=False)
+    assert {(r["image_id"], r["method"]) for r in again.rows}.isdisjoint(done)
+    assert len(again.rows) == 2 * 2
+    pairs = [(r["image_id"], r["method"]) for r in read_rows(tmp_path / "results.csv")]
+    assert len(pairs) == len(set(pairs)) == 4 * 2
+
+
+def test_a_bad_image_is_a_failed_row_and_the_run_completes(tmp_path, G):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 40), (40 * i, 100, 200)).save(folder / f"face{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png at all")
+    data = RestorationDataModule(ImageFolderDataset(folder, resolution=32), batch_size=2)
+    run_dir = tmp_path / "run"
+    _trainer(run_dir).test(_module(G), datamodule=data, verbose=False)
+    rows = {(r["image_id"], r["method"]): r for r in read_rows(run_dir / "results.csv")}
+    assert len(rows) == 3 * 2
+    bad = rows[("broken", "wplus")]
+    assert bad["status"] == "failed" and "broken.png" in bad["notes"]
+    assert rows[("face0", "wplus")]["status"] == "ok"
+    assert "broken.png" in (run_dir / "report.html").read_text()
