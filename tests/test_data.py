@@ -215,3 +215,14 @@ def test_factory_without_generator_names_what_is_missing(folder):
 
     with pytest.raises(ValueError, match="resolution"):
         build_dataset(partial(ImageFolderDataset, root=folder))
+
+
+def test_sixteen_bit_grayscale_is_rescaled_not_clipped(tmp_path, caplog):
+    array = np.full((8, 8), 32768, dtype=np.uint16)  # half of the 16-bit range
+    Image.fromarray(array).save(tmp_path / "deep.png")
+    hr = ImageFolderDataset(tmp_path, resolution=8)[0]["hr"]
+    assert hr.shape == (3, 8, 8)
+    torch.testing.assert_close(hr, torch.full_like(hr, 128 / 255))
+    assert any(
+        "deep.png" in r.getMessage() and "grayscale" in r.getMessage() for r in caplog.records
+    )

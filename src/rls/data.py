@@ -191,7 +191,8 @@ class ImageFolderDataset(_FolderDataset):
 
     ``on_error``: ``"record"`` (default) yields ``{"image_id", "error"}`` for an unreadable
     file, ``"skip"`` drops files failing the header check at index time, ``"raise"`` stops.
-    Every failure is logged and listed in ``failures`` as ``(path, reason)``.
+    Every failure is logged and listed in ``failures`` as ``(path, reason)`` (those found
+    while decoding inside DataLoader worker processes reach the caller as error records only).
     """
 
     key = "hr"
