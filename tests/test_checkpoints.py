@@ -406,6 +406,10 @@ def test_rosinality_pt_loads_exactly(G, tmp_path):
     assert kind == "rosinality"
     loaded = load_checkpoint(path, mapping_lr_multiplier=0.01)
     assert_same_generator(loaded, G)
+    legacy = tmp_path / "old-torch.pt"  # torch < 1.6 files (non-zip serialization)
+    torch.save({"g_ema": to_rosinality(G)}, legacy, _use_new_zipfile_serialization=False)
+    assert detect_format(legacy) == "torch"
+    assert read_checkpoint(legacy)[1].keys() == read_checkpoint(path)[1].keys() - {"mapping.w_avg"}
 
 
 def test_rosinality_without_latent_avg_estimates_it(G, tmp_path, caplog):

@@ -97,10 +97,12 @@ def read_checkpoint(
 
 
 def _build(config: dict, path: Any) -> torch.nn.Module:
-    from rls.generators import build_generator  # the network package imports us lazily
+    # Imported here: the network package imports this module lazily. Built without the random
+    # init of build_generator (every tensor is overwritten by the checkpoint anyway).
+    from rls.generators import Generator, normalize_config
 
     try:
-        return build_generator(**config)
+        return Generator(**normalize_config(config)).eval()
     except (TypeError, ValueError, KeyError, AssertionError) as err:
         raise CheckpointError(
             f"{describe(path)}: cannot build a generator from {config}: {err}"
