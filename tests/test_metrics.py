@@ -219,8 +219,14 @@ def test_fid_and_kid_on_a_small_feature_network():
     assert expected > 1e-3
     assert result["fid"].item() == pytest.approx(expected, rel=1e-3)
     assert result["kid_mean"] > 0  # subset size clamped to the 24 images, no error
-    again = metrics.compute()
-    assert again["kid_mean"] == result["kid_mean"]  # seeded subset draws
+    # subsets of 10 of the 24: the draws are seeded, whatever the global RNG state
+    kids = []
+    for global_seed, seed in ((1, 0), (2, 0), (1, 5)):
+        twin = RestorationMetrics(feature=feat, kid_subset_size=10, kid_subsets=5, seed=seed)
+        twin.update(sr, hr)
+        torch.manual_seed(global_seed)
+        kids.append(twin.compute()["kid_mean"])
+    assert kids[0] == kids[1] and kids[0] != kids[2]
     metrics.reset()
     metrics.update(hr, hr)
     same = metrics.compute()
