@@ -2,7 +2,7 @@
 
 A name resolves to ``$RLS_CACHE/generators/<file>`` (default ``~/.cache/rls``); a file already
 there is used as is (after the size / SHA-256 check when pinned). A missing file is downloaded
-to ``<file>.part`` and renamed only once complete and verified. Without network access the
+to ``<file>.<pid>.part`` and renamed only once complete and verified. Without network access the
 error names the file, the URL and the exact path to put the file at. A local path never
 touches the network.
 """
@@ -135,7 +135,8 @@ def _offline_error(url: str, target: Path, err: Exception, name: str | None) -> 
 def download(url: str, target: Path, spec: KnownCheckpoint | None = None, timeout: float = 60):
     """Stream ``url`` to ``target`` atomically (``.part`` then rename), verified when pinned."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
+    # One .part per process: concurrent ranks downloading the same file never share one.
+    part = target.with_name(f"{target.name}.{os.getpid()}.part")
     log.info("downloading %s -> %s", url, target)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
@@ -169,7 +170,9 @@ def resolve(source: str | os.PathLike, *, allow_download: bool = True) -> Path:
             raise _offline_error(spec.url, target, RuntimeError("downloads disabled"), spec.name)
         return download(spec.url, target, spec)
     if is_url(text):
-        target = cache_dir() / (Path(urllib.parse.urlparse(text).path).name or "checkpoint")
+        base = Path(urllib.parse.urlparse(text).path).name or "checkpoint"
+        url_id = hashlib.sha256(text.encode()).hexdigest()[:8]  # same file name, other URL
+        target = cache_dir() / f"url-{url_id}-{base}"
         if target.is_file():
             return target
         if not allow_download:
