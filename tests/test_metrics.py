@@ -154,6 +154,13 @@ def test_lpips_from_a_backbone_file(alex_lpips, alex_file):
     torch.testing.assert_close(getattr(net.net.net.slice2, "3").weight, state["features.3.weight"])
 
 
+def test_lpips_is_differentiable_in_its_inputs(alex_lpips):
+    """Search losses (robust, BRGM) backpropagate through LPIPS to the image."""
+    a = images(2, 0).mul(0.8).add(0.1).requires_grad_(True)
+    alex_lpips(a, images(2, 1)).sum().backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
 def test_lpips_rejects_a_wrong_file_naming_it(alex_lpips, tmp_path):
     path = tmp_path / "bad.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, path)
