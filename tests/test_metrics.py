@@ -154,6 +154,28 @@ def test_lpips_from_a_backbone_file(alex_lpips, alex_file):
     torch.testing.assert_close(getattr(net.net.net.slice2, "3").weight, state["features.3.weight"])
 
 
+def test_lpips_matches_the_reference_lpips_package(alex_lpips, alex_file):
+    """Same backbone file into the authors' ``lpips`` package: the same distances."""
+    import warnings
+
+    import lpips
+
+    with warnings.catch_warnings():  # lpips uses torchvision's deprecated `pretrained=`
+        warnings.simplefilter("ignore")
+        reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+    state = torch.load(alex_file)
+    reference.net.load_state_dict(
+        {
+            k: state[f"features.{k.split('.', 2)[1]}.{k.split('.', 2)[2]}"]
+            for k in reference.net.state_dict()
+        }  # fmt: skip
+    )
+    a, b = images(2, 0), images(2, 1)
+    with torch.no_grad():
+        expected = reference(a, b, normalize=True).reshape(2)
+    torch.testing.assert_close(alex_lpips(a, b), expected)
+
+
 def test_lpips_is_differentiable_in_its_inputs(alex_lpips):
     """Search losses (robust, BRGM) backpropagate through LPIPS to the image."""
     a = images(2, 0).mul(0.8).add(0.1).requires_grad_(True)
