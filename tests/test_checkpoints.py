@@ -32,6 +32,7 @@ from rls.generators.checkpoints import (
 )
 from rls.generators.formats_rosinality import rosinality_name
 from rls.generators.formats_tf import tf_generator_config
+from rls.generators.safe_unpickle import safe_load_pickle
 
 MARKER_NAME = "EXECUTED"
 DATA = Path(__file__).parent / "data"
@@ -339,6 +340,21 @@ def test_rosinality_matches_rosinality_model(vectors, tmp_path):
     with torch.no_grad():
         images = G(vectors["rosinality_z"], truncation_psi=0.7, noise_mode="const")
     torch.testing.assert_close(images, vectors["rosinality_images"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_numpy_arrays_and_scalars_unpickle_for_every_protocol(tmp_path, protocol):
+    data = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "f": np.asfortranarray(np.ones((2, 3), dtype=np.float64)),
+        "s": np.float64(0.5),
+        "i": np.int64(3),
+    }
+    path = tmp_path / "arrays.pkl"
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    out = safe_load_pickle(path)
+    for key, value in data.items():
+        assert np.array_equal(out[key], value) and out[key].dtype == value.dtype, key
 
 
 def test_tf_unknown_kwarg_is_named():

@@ -139,8 +139,13 @@ def _np_dtype(spec, align=False, copy=True):
     return dtype
 
 
+class _NDArrayToken:
+    """What ``numpy.ndarray`` resolves to: only a marker for ``_reconstruct``'s subtype
+    argument, so the pickle can never call the ndarray constructor itself."""
+
+
 def _np_reconstruct(subtype, shape, dtype):
-    if subtype is not np.ndarray:
+    if subtype is not _NDArrayToken:
         raise pickle.UnpicklingError(f"numpy array subtype {subtype!r}")
     return _np_multiarray._reconstruct(np.ndarray, shape, dtype)
 
@@ -149,6 +154,13 @@ def _np_scalar(dtype, data=None):
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
         raise pickle.UnpicklingError("numpy scalar of an object dtype")
     return _np_multiarray.scalar(dtype, data)
+
+
+def _np_frombuffer(buffer, dtype, shape, order):
+    """Protocol-5 numpy arrays: raw bytes + dtype + shape."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or order not in ("C", "F"):
+        raise pickle.UnpicklingError("numpy buffer of an object dtype")
+    return np.frombuffer(buffer, dtype).reshape(shape, order=order).copy(order=order)
 
 
 def _codecs_encode(text, encoding="utf-8"):
@@ -184,10 +196,11 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("dnnlib", "EasyDict"): EasyDict,
     ("dnnlib.tflib.network", "Network"): TFNetwork,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDArrayToken,
     ("numpy", "dtype"): _np_dtype,
     **{(m, "_reconstruct"): _np_reconstruct for m in _NP_CORE},
     **{(m, "scalar"): _np_scalar for m in _NP_CORE},
+    **{(m, "_frombuffer"): _np_frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
 }
 
 
