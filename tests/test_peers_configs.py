@@ -48,3 +48,13 @@ def test_peer_configs_compose_side_by_side():
         0.02,
         0.005,
     ]
+
+
+def test_compare_experiment_runs_every_peer_and_the_radius_sweep():
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["experiment=compare"])
+    assert {"pulse", "brgm", "ilo", "robust"} <= set(cfg.method)
+    sweep = {k: v for k, v in cfg.method.items() if k.startswith("rls_plus_r")}
+    assert sorted(v.radius for v in sweep.values()) == [0.25, 0.5, 1.0, 2.0, 4.0]
+    assert all(v.name == f"rls_plus_r{v.radius:g}" for v in sweep.values())
+    assert cfg.generator.img_resolution == 64 and cfg.data.dataset.n == 8

@@ -291,3 +291,27 @@ def test_results_do_not_depend_on_the_batch(G, problem):
     alone = search(method, G, y[1:], D, seeds[1:])
     assert torch.allclose(both.images[1:], alone.images, atol=1e-5)
     assert math.isfinite(both.seconds)
+
+
+# ------------------------------------------------------------------------------- W+
+
+
+def test_wplus_is_rls_without_regularisers(G, problem):
+    D, y, seeds = problem
+    wplus = build_method("wplus", steps=6)
+    rls = build_method("rls", steps=6, lambda_logp=0.0, lambda_pn=0.0, lambda_cross=0.0)
+    a, b = search(wplus, G, y, D, seeds), search(rls, G, y, D, seeds)
+    assert set(a.history) == {"wplus/l1", "wplus/total", "total"}
+    assert torch.allclose(a.images, b.images) and torch.allclose(
+        a.history["total"], b.history["total"]
+    )
+    assert (a.history["wplus/l1"].min(0).values < a.history["wplus/l1"][0]).all()
+
+
+def test_wplus_own_downsampler_changes_the_loss(G, problem):
+    D, y, seeds = problem
+    D_box = Degradation(SCALE, downsampler="box")
+    shared = search(build_method("wplus", steps=1), G, y, D_box, seeds)
+    own = search(build_method("wplus", steps=1, downsampler="own"), G, y, D_box, seeds)
+    assert own.notes == "wplus: own downsampler (PULSE bicubic)"
+    assert not torch.allclose(shared.history["total"], own.history["total"])

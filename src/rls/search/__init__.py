@@ -39,6 +39,6 @@ __all__ = [
 
 # --- method registrations: each import registers its methods in METHODS -------------
 # (peers engineer: add your imports in this block only)
-# RLS, RLS-W, RLS+ (issue 5: rls, rls_plus); peers (issue 6): PULSE, BRGM, ILO, robust
-from rls.search import brgm, ilo, pulse, rls, rls_plus, robust  # noqa: E402, F401
+# RLS, RLS-W, RLS+ (issue 5: rls, rls_plus); peers (issue 6): PULSE, BRGM, ILO, robust, W+
+from rls.search import brgm, ilo, pulse, rls, rls_plus, robust, wplus  # noqa: E402, F401
 # --- end of method registrations ------------------------------------------------------
