@@ -80,12 +80,12 @@ def load_image(
     or wrong-size images are center-cropped to a square and resized (PIL bicubic, which
     antialiases when shrinking) with a logged note.
     """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
     warned = set() if warned is None else warned
+    target_mode = "RGB" if channels == 3 else "L"
     with Image.open(path) as img:
         img.load()
-        target_mode = "RGB" if channels == 3 else "L"
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
         if img.mode != target_mode:
             if path not in warned:
                 warned.add(path)
@@ -104,10 +104,8 @@ def load_image(
         w, h = img.size
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
-        log.info(
-            "%s: %dx%d center-cropped to %dx%d and resized to %dx%d",
-            path, w, h, side, side, resolution, resolution,
-        )  # fmt: skip
+        crop = f" center-cropped to {side}x{side} and" if w != h else ""
+        log.info("%s: %dx%d%s resized to %dx%d", path, w, h, crop, resolution, resolution)
         img = img.crop((left, top, left + side, top + side))
         img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
     array = np.asarray(img, dtype=np.float32) / 255.0
@@ -126,7 +124,10 @@ def _describe_mode(mode: str) -> str:
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
     if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit: rescale to 8 bit first
         array = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
+        if img.mode.startswith("I;16") or (img.mode == "I" and array.max() > 255):
+            peak = 65535.0
+        else:
+            peak = 1.0 if img.mode == "F" and array.max() <= 1 else 255.0
         img = Image.fromarray((array / peak * 255.0).round().clip(0, 255).astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
