@@ -26,6 +26,7 @@ from safetensors import safe_open
 from rls.generators import build_tiny, load_generator, save_generator
 from rls.generators.checkpoints import (
     CheckpointError,
+    convert_checkpoint,
     detect_format,
     load_checkpoint,
     read_checkpoint,
@@ -465,6 +466,15 @@ def test_safetensors_roundtrip_keeps_config_and_weights(G, tmp_path):
     loaded = load_generator(str(path))
     assert loaded.init_kwargs == G.init_kwargs
     assert_same_generator(loaded, G)
+
+
+def test_convert_any_format_to_safetensors(G, tmp_path, monkeypatch):
+    marker = tmp_path / MARKER_NAME
+    src = tf_pickle(G, tmp_path / "net.pkl", monkeypatch, marker)
+    convert_checkpoint(src, tmp_path / "net.safetensors")
+    config, _, kind = read_checkpoint(tmp_path / "net.safetensors")
+    assert kind == "rls-safetensors"
+    assert_same_generator(load_checkpoint(tmp_path / "net.safetensors"), G)
 
 
 def test_safetensors_wrong_shapes_are_named(G, tmp_path):

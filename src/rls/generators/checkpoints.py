@@ -137,3 +137,20 @@ def load_checkpoint(
         )
         G.mapping.w_avg.copy_(estimate_w_avg(G.mapping, G.z_dim, w_avg_samples))
     return G.eval()
+
+
+def convert_checkpoint(source: str | os.PathLike, dest: str | os.PathLike, **kwargs) -> None:
+    """Load any supported checkpoint and save it in the project's safetensors format, e.g.
+    ``python -m rls.generators.checkpoints ffhq-1024 ffhq1024.safetensors``."""
+    save_generator(load_checkpoint(source, **kwargs), dest, source=str(source))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=convert_checkpoint.__doc__)
+    parser.add_argument("source", help="known name, URL or path of a StyleGAN2 checkpoint")
+    parser.add_argument("dest", help="output .safetensors path")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    convert_checkpoint(args.source, args.dest)
