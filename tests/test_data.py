@@ -226,3 +226,28 @@ def test_sixteen_bit_grayscale_is_rescaled_not_clipped(tmp_path, caplog):
     assert any(
         "deep.png" in r.getMessage() and "grayscale" in r.getMessage() for r in caplog.records
     )
+
+
+def _shard_worker(rank, world, init_file, root, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dm = RestorationDataModule(ImageFolderDataset(root, resolution=4), batch_size=2)
+    ids = [i for batch in dm.test_dataloader() for i in batch["image_id"]]
+    torch.save(ids, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_shards_are_disjoint_and_complete(tmp_path):
+    import torch.multiprocessing as mp
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for k in range(5):  # odd count: a padding sampler would repeat one image
+        _rgb((4, 4), k).save(root / f"img{k}.png")
+    out = tmp_path / "ids"
+    mp.spawn(_shard_worker, args=(2, tmp_path / "init", root, out), nprocs=2, join=True)
+    shards = [torch.load(f"{out}.{r}") for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == [f"img{k}" for k in range(5)]
+    assert not set(shards[0]) & set(shards[1])
