@@ -37,9 +37,12 @@ def skewed_w(n=2000, d=4, seed=0):
     return nn.functional.leaky_relu(v, 0.2) * 2.0 - 1.0
 
 
-def small_flow(family, d=3, seed=0):
+INPUT_MAPS = [{}, {"leaky_input": True}, {"whiten": True}, {"leaky_input": True, "whiten": True}]
+
+
+def small_flow(family, d=3, seed=0, **options):
     torch.manual_seed(seed)
-    flow = WFlow(d, family=family, transforms=2, hidden=(16, 16))
+    flow = WFlow(d, family=family, transforms=2, hidden=(16, 16), **options)
     # perturb the identity-initialised layers so every part of the map is exercised
     with torch.no_grad():
         for p in flow.parameters():
@@ -47,10 +50,11 @@ def small_flow(family, d=3, seed=0):
     return flow.fit_standardisation(skewed_w(d=d)).double()
 
 
+@pytest.mark.parametrize("options", INPUT_MAPS)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_log_prob_is_change_of_variables(family):
+def test_log_prob_is_change_of_variables(family, options):
     """log p(w) = log N(f(w); 0, I) + log|det ∂f/∂w| with f including standardisation."""
-    flow = small_flow(family)
+    flow = small_flow(family, **options)
     w = skewed_w(n=5, d=3, seed=1).double()
     for wi in w:
         jac = torch.autograd.functional.jacobian(flow.to_gaussian, wi)
@@ -81,9 +85,10 @@ def test_affine_only_flow_matches_analytic_gaussian():
     np.testing.assert_allclose(flow.log_prob(w).detach().numpy(), expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("options", INPUT_MAPS)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_round_trip_through_the_gaussian(family):
-    flow = small_flow(family, d=5)
+def test_round_trip_through_the_gaussian(family, options):
+    flow = small_flow(family, d=5, **options)
     w = skewed_w(n=64, d=5, seed=2).double().reshape(4, 16, 5)  # W+ style leading dims
     z = flow.to_gaussian(w)
     assert z.shape == w.shape and flow.log_prob(w).shape == (4, 16)
@@ -107,6 +112,13 @@ def test_standardisation_fits_and_enters_the_density():
     )
 
 
+def test_whitening_decorrelates_the_standardised_input():
+    w = skewed_w(n=4000, d=4)
+    flow = WFlow(4, transforms=1, hidden=(8,), leaky_input=True, whiten=True)
+    x = flow.fit_standardisation(w).standardise(w)
+    torch.testing.assert_close(torch.cov(x.T), torch.eye(4), atol=1e-4, rtol=0)
+
+
 def test_wrong_w_dim_input_is_a_clear_error():
     flow = WFlow(4, transforms=1, hidden=(8,))
     with pytest.raises(ValueError, match=r"\[\.\.\., 4\].*\(2, 5\)"):
@@ -117,7 +129,7 @@ def test_wrong_w_dim_input_is_a_clear_error():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_load_gives_identical_log_prob(tmp_path, family):
-    flow = small_flow(family, d=6).float()
+    flow = small_flow(family, d=6, leaky_input=family == "nsf", whiten=family == "maf").float()
     flow.generator = "tiny"
     path = flow.save(tmp_path / "flow.safetensors")
     loaded = WFlow.load(path)

@@ -1,5 +1,13 @@
 """The W-space normalizing flow of RLS (method.md §2): per-dimension standardisation
-followed by a zuko flow, p(w) = p_F((w − μ)/σ) · Π 1/σ_i."""
+followed by a zuko flow, p(w) = p_F((w − μ)/σ) · Π 1/σ_i.
+
+Two optional fixed (non-learned) input maps, both off by default (the authors' flow):
+``leaky_input`` models v = LeakyReLU(5)(w), undoing the mapping network's last
+LeakyReLU(0.2) whose kink gives W's density a jump at 0 in every coordinate that a
+smooth flow cannot represent; ``whiten`` decorrelates the standardised input with the
+inverse Cholesky factor of its correlation matrix, so the untrained flow already equals
+a full-covariance Gaussian and training only has to learn what is not linear.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from zuko.lazy import Flow, LazyTransform, UnconditionalDistribution
 from zuko.transforms import DependentTransform, MonotonicAffineTransform, MonotonicRQSTransform
 
 from .base import Prior, flatten_w
+from .gaussian_priors import leaky_degaussianize, leaky_gaussianize, leaky_log_abs_det
 
 FAMILIES = ("maf", "nsf", "realnvp")
 
@@ -85,6 +94,8 @@ class WFlow(Prior):
         hidden: tuple[int, ...] | list[int] = (1024, 1024),
         norm_layers: bool = True,
         bins: int = 8,
+        leaky_input: bool = False,
+        whiten: bool = False,
         generator: str | None = None,
     ):
         super().__init__(w_dim)
@@ -93,9 +104,13 @@ class WFlow(Prior):
         self.hidden = tuple(int(h) for h in hidden)
         self.norm_layers = bool(norm_layers)
         self.bins = int(bins)
+        self.leaky_input = bool(leaky_input)
+        self.whiten = bool(whiten)
         self.generator = generator  # name of the generator the flow was trained for
         self.register_buffer("mu", torch.zeros(self.w_dim))
         self.register_buffer("sigma", torch.ones(self.w_dim))
+        # lower-triangular L⁻¹ (identity unless ``whiten``)
+        self.register_buffer("whitening", torch.eye(self.w_dim))
         base = UnconditionalDistribution(
             DiagNormal, torch.zeros(self.w_dim), torch.ones(self.w_dim), buffer=True
         )
@@ -112,27 +127,43 @@ class WFlow(Prior):
             "hidden": list(self.hidden),
             "norm_layers": self.norm_layers,
             "bins": self.bins,
+            "leaky_input": self.leaky_input,
+            "whiten": self.whiten,
             "generator": self.generator,
         }
 
     @torch.no_grad()
     def fit_standardisation(self, w: torch.Tensor) -> WFlow:
-        """Set μ, σ to the per-dimension mean and std of samples ``w`` ``[..., w_dim]``."""
-        w = flatten_w(self.check_w(w), self.w_dim).to(self.mu)
-        self.mu.copy_(w.mean(0))
-        self.sigma.copy_(w.std(0).clamp_min(1e-6))
+        """Set μ, σ to the per-dimension mean and std of samples ``w`` ``[..., w_dim]``
+        (of v = LeakyReLU(5)(w) with ``leaky_input``), and the whitening with ``whiten``."""
+        v = flatten_w(self.check_w(w), self.w_dim).to(self.mu)
+        if self.leaky_input:
+            v = leaky_gaussianize(v)
+        self.mu.copy_(v.mean(0))
+        self.sigma.copy_(v.std(0).clamp_min(1e-6))
+        if self.whiten:
+            x = ((v - self.mu) / self.sigma).double()
+            corr = torch.cov(x.T) + 1e-6 * torch.eye(self.w_dim, dtype=x.dtype, device=x.device)
+            chol = torch.linalg.cholesky(corr)
+            eye = torch.eye(self.w_dim, dtype=x.dtype, device=x.device)
+            self.whitening.copy_(torch.linalg.solve_triangular(chol, eye, upper=False))
         return self
 
     def standardise(self, w: torch.Tensor) -> torch.Tensor:
-        return (self.check_w(w) - self.mu) / self.sigma
+        """The fixed input map: [LeakyReLU(5)], (· − μ)/σ, [whitening]."""
+        v = leaky_gaussianize(self.check_w(w)) if self.leaky_input else self.check_w(w)
+        x = (v - self.mu) / self.sigma
+        return x @ self.whitening.T if self.whiten else x
+
+    def standardise_log_abs_det(self, w: torch.Tensor) -> torch.Tensor:
+        """log|det ∂standardise(w)/∂w|, shape ``w.shape[:-1]``."""
+        ladj = -self.sigma.log().sum() + self.whitening.diagonal().log().sum()
+        ladj = ladj.expand(w.shape[:-1])
+        return ladj + leaky_log_abs_det(w) if self.leaky_input else ladj
 
     def log_prob(self, w: torch.Tensor) -> torch.Tensor:
         """log p(w) in raw W, shape ``w.shape[:-1]``."""
-        return self.flow().log_prob(self.standardise(w)) - self.sigma.log().sum()
-
-    def log_prob_standardised(self, x: torch.Tensor) -> torch.Tensor:
-        """log p_F(x) for already standardised x (the training objective)."""
-        return self.flow().log_prob(x)
+        return self.flow().log_prob(self.standardise(w)) + self.standardise_log_abs_det(w)
 
     def to_gaussian(self, w: torch.Tensor) -> torch.Tensor:
         """f((w − μ)/σ): the data-to-Gaussian map used by RLS's ‖f‖ term."""
@@ -140,7 +171,12 @@ class WFlow(Prior):
 
     def from_gaussian(self, z: torch.Tensor) -> torch.Tensor:
         """The inverse f⁻¹ back to raw W (``passes`` sequential sweeps for MAF/NSF)."""
-        return self.flow().transform.inv(z) * self.sigma + self.mu
+        x = self.flow().transform.inv(z)
+        if self.whiten:
+            flat = x.reshape(-1, self.w_dim).T
+            x = torch.linalg.solve_triangular(self.whitening, flat, upper=False).T.reshape(x.shape)
+        v = x * self.sigma + self.mu
+        return leaky_degaussianize(v) if self.leaky_input else v
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         z = torch.randn(n, self.w_dim, generator=generator).to(self.mu)
@@ -149,5 +185,6 @@ class WFlow(Prior):
     def extra_repr(self) -> str:
         return (
             f"w_dim={self.w_dim}, family={self.family}, transforms={self.transforms}, "
-            f"hidden={self.hidden}, norm_layers={self.norm_layers}"
+            f"hidden={self.hidden}, norm_layers={self.norm_layers}, "
+            f"leaky_input={self.leaky_input}, whiten={self.whiten}"
         )

@@ -1,0 +1,72 @@
+"""One logger factory for every job: ``make_logger(cfg, save_dir)``.
+
+``cfg`` is a ``configs/logger/*.yaml`` choice (a mapping with ``kind``):
+- ``wandb``: ``mode: auto`` runs online when an account is configured (``WANDB_API_KEY``
+  or an ``api.wandb.ai`` entry in ~/.netrc) and offline otherwise; ``WANDB_MODE`` in the
+  environment (e.g. ``disabled``) always wins. Offline runs sync later with ``wandb sync``.
+- ``csv``: Lightning's CSVLogger under ``save_dir``.
+- ``none``: no logger (``False`` for ``pl.Trainer(logger=...)``).
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+KINDS = ("wandb", "csv", "none")
+
+
+def wandb_account_configured() -> bool:
+    """True when W&B credentials exist locally; never touches the network."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if not path.is_file():
+        return False
+    try:
+        return netrc.netrc(str(path)).authenticators("api.wandb.ai") is not None
+    except (netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_mode(requested: str = "auto") -> str:
+    """The W&B mode to use: the environment's ``WANDB_MODE``, else ``requested``, with
+    ``auto`` resolved to ``online`` / ``offline`` by whether an account is configured."""
+    mode = os.environ.get("WANDB_MODE") or requested or "auto"
+    if mode == "dryrun":
+        mode = "offline"
+    if mode == "auto":
+        mode = "online" if wandb_account_configured() else "offline"
+    if mode not in ("online", "offline", "disabled"):
+        raise ValueError(f"unknown W&B mode {mode!r}; use auto, online, offline or disabled")
+    return mode
+
+
+def make_logger(cfg: Mapping | None, save_dir: str | Path, name: str | None = None):
+    """A Lightning logger for ``cfg`` writing under ``save_dir`` (``False`` for none)."""
+    if cfg is None:
+        return False
+    cfg = dict(cfg)
+    kind = cfg.get("kind", "none")
+    save_dir = Path(save_dir)
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(save_dir), name=cfg.get("name") or "csv", version="")
+    if kind == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        return WandbLogger(
+            project=cfg.get("project") or "rls",
+            name=cfg.get("name") or name,
+            save_dir=str(save_dir),
+            group=cfg.get("group"),
+            tags=list(cfg.get("tags") or []),
+            mode=wandb_mode(cfg.get("mode", "auto")),
+        )
+    raise ValueError(f"unknown logger kind {kind!r} in the logger config; choose one of {KINDS}")

@@ -1,0 +1,253 @@
+"""Training the W-space flow by maximum likelihood (method.md §2) as a LightningModule.
+
+Data: w = mapping(z), z ~ N(0, I), no dataset on disk. Each epoch draws a fresh train
+buffer of ``epoch_size`` samples seeded by (seed, epoch). Chosen over an infinite
+stream because a map-style buffer is sharded by Lightning's DistributedSampler with no
+duplicate samples across ranks, is reshuffled per epoch, runs the mapping network once
+per epoch in large batches, and makes resuming exact (the epoch number seeds it). The
+held-out set comes from a separate seed and is fixed for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rls.flows import WFlow, fit_older_priors, gaussianity_stats, sample_w
+from rls.seeding import seed_from_id
+
+SCHEDULES = ("cosine", "plateau", "constant")
+
+
+def flow_seed(seed: int, purpose: str) -> int:
+    """Independent seeds for the train buffers and the held-out set of one run."""
+    return seed_from_id(str(seed), salt=f"flow/{purpose}") % (2**31)
+
+
+class FlowModule(pl.LightningModule):
+    """Maximum likelihood for a ``WFlow`` on samples of a frozen generator's mapping.
+
+    The generator is held outside the module's state (``self.generator`` is not a
+    submodule), so checkpoints hold the flow and optimiser only.
+    """
+
+    def __init__(
+        self,
+        flow: WFlow,
+        generator: nn.Module,
+        val_w: torch.Tensor,
+        reference_train_w: torch.Tensor | None = None,
+        epoch_size: int = 65536,
+        batch_size: int = 512,
+        seed: int = 0,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-6,
+        schedule: str = "cosine",
+        max_steps: int = 1000,
+        sample_batch_size: int = 8192,
+    ):
+        super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+        if batch_size > epoch_size:
+            raise ValueError(f"batch_size {batch_size} exceeds epoch_size {epoch_size}")
+        self.flow = flow
+        self.__dict__["generator"] = generator.eval().requires_grad_(False)
+        self.val_w = val_w.detach().cpu()
+        self.reference_train_w = reference_train_w
+        self.epoch_size, self.batch_size, self.seed = epoch_size, batch_size, seed
+        self.lr, self.weight_decay, self.schedule = lr, weight_decay, schedule
+        self.max_steps, self.sample_batch_size = max_steps, sample_batch_size
+        self.report: dict | None = None  # filled by the test stage (final evaluation)
+
+    # ---- data -------------------------------------------------------------------------
+    def train_buffer(self, epoch: int) -> torch.Tensor:
+        """The ``epoch``'s train samples ``[epoch_size, w_dim]`` (CPU)."""
+        if epoch == 0 and self.reference_train_w is not None:
+            return self.reference_train_w.detach().cpu()
+        self.generator.to(self.device)
+        w = sample_w(
+            self.generator,
+            self.epoch_size,
+            flow_seed(self.seed, f"train/{epoch}"),
+            self.sample_batch_size,
+        )
+        return w.cpu()
+
+    def train_dataloader(self) -> DataLoader:
+        buffer = self.train_buffer(self.current_epoch)
+        order = torch.Generator().manual_seed(flow_seed(self.seed, f"order/{self.current_epoch}"))
+        return DataLoader(
+            TensorDataset(buffer), self.batch_size, shuffle=True, drop_last=True, generator=order
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.val_w), batch_size=max(self.batch_size, 1024))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    # ---- steps ------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        nll = -self.flow.log_prob(batch[0]).mean()
+        self.log("train/nll", nll, prog_bar=True)
+        return nll
+
+    def _eval_step(self, batch, split: str):
+        w = batch[0]
+        nll = -self.flow.log_prob(w)
+        sq_norm = self.flow.to_gaussian(w).square().sum(-1)
+        n = w.shape[0]
+        self.log(f"{split}/nll", nll.mean(), prog_bar=True, sync_dist=True, batch_size=n)
+        # target: w_dim (the mean of χ²(w_dim))
+        self.log(f"{split}/sq_norm_mean", sq_norm.mean(), sync_dist=True, batch_size=n)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """Final evaluation on the whole held-out set (every rank computes the same)."""
+        self.report = evaluate_priors(self.flow, self.reference_train_w, self.val_w)
+
+    # ---- optimisation -------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=max(self.max_steps, 1), eta_min=0.01 * self.lr
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if self.schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "monitor": "val/nll", "interval": "epoch"},
+            }
+        return opt
+
+
+@torch.no_grad()
+def evaluate_priors(flow: WFlow, train_w: torch.Tensor, val_w: torch.Tensor) -> dict:
+    """Held-out NLL (nats per w) and Gaussianity of f(w) for the flow and every older
+    prior, the older ones fitted on ``train_w`` (the flow's first train buffer)."""
+    flow = flow.eval()
+    val_w = val_w.to(flow.mu)
+    priors = {"flow": flow, **{k: p.to(flow.mu) for k, p in fit_older_priors(train_w).items()}}
+    report: dict = {"val_nll": {}, "gaussianity": {}, "z": {}, "n_val": int(val_w.shape[0])}
+    for name, prior in priors.items():
+        chunks = val_w.split(8192)
+        nll = torch.cat([-prior.log_prob(c) for c in chunks]).double().mean().item()
+        z = torch.cat([prior.to_gaussian(c) for c in chunks]).cpu()
+        report["val_nll"][name] = nll
+        report["gaussianity"][name] = gaussianity_stats(z)
+        report["z"][name] = z
+    return report
+
+
+def fit_flow(
+    G: nn.Module,
+    flow_cfg: dict,
+    max_steps: int,
+    batch_size: int,
+    seed: int,
+    val_size: int,
+    output_dir: str | Path,
+    logger=None,
+    callbacks=None,
+    trainer_kwargs: dict | None = None,
+    *,
+    epoch_size: int = 65536,
+    lr: float = 1e-4,
+    weight_decay: float = 1e-6,
+    schedule: str = "cosine",
+    patience: int = 10,
+    gradient_clip_val: float = 1.0,
+    resume: bool = True,
+    generator_name: str | None = None,
+) -> tuple[WFlow, dict]:
+    """Train a ``WFlow`` for generator ``G`` and write ``flow.safetensors`` and
+    ``metrics.json`` to ``output_dir``.
+
+    ``flow_cfg``: ``WFlow`` keyword arguments (``family``, ``transforms``, ``hidden``...);
+    ``hidden: None`` means the authors' ratio, two hidden layers of 2·w_dim units.
+    The flow kept is the one with the lowest validation NLL (early stopping on it).
+    Resumes from ``output_dir/checkpoints/last.ckpt`` when ``resume`` and it exists.
+    Returns the flow and the metrics written to ``metrics.json``.
+    """
+    output_dir = Path(output_dir)
+    cfg = dict(flow_cfg)
+    if cfg.get("w_dim", G.w_dim) != G.w_dim:
+        raise ValueError(f"flow_cfg w_dim={cfg['w_dim']} but the generator has w_dim={G.w_dim}")
+    cfg["w_dim"] = G.w_dim
+    if cfg.get("hidden") is None:
+        cfg["hidden"] = (2 * G.w_dim, 2 * G.w_dim)
+    cfg.setdefault("generator", generator_name)
+
+    train_w = sample_w(G, epoch_size, flow_seed(seed, "train/0"))
+    val_w = sample_w(G, val_size, flow_seed(seed, "val"))
+    flow = WFlow(**cfg).fit_standardisation(train_w)
+    module = FlowModule(
+        flow,
+        G,
+        val_w,
+        reference_train_w=train_w,
+        epoch_size=epoch_size,
+        batch_size=batch_size,
+        seed=seed,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        max_steps=max_steps,
+    )
+    ckpt_dir = output_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/nll", mode="min", save_last=True
+    )
+    # checked after validation only: a run resumed at an epoch boundary has no fresh val/nll
+    early_stop = EarlyStopping(
+        monitor="val/nll", mode="min", patience=patience, check_on_train_epoch_end=False
+    )
+    kwargs = {
+        "max_steps": max_steps,
+        "max_epochs": -1,
+        "reload_dataloaders_every_n_epochs": 1,
+        "gradient_clip_val": gradient_clip_val,
+        "default_root_dir": str(output_dir),
+        "logger": logger if logger is not None else False,
+        "callbacks": [checkpoint, early_stop, *(callbacks or [])],
+    }
+    kwargs.update(trainer_kwargs or {})
+    trainer = pl.Trainer(**kwargs)
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(module, ckpt_path=str(last) if resume and last.is_file() else None)
+    best = checkpoint.best_model_path or None
+    trainer.test(module, ckpt_path=best, verbose=False)
+
+    report = module.report
+    metrics = {
+        "generator": generator_name,
+        "w_dim": G.w_dim,
+        "flow": flow.config(),
+        "n_val": report["n_val"],
+        "val_nll": report["val_nll"],
+        "flow_beats_all_older_priors": all(
+            report["val_nll"]["flow"] < v for k, v in report["val_nll"].items() if k != "flow"
+        ),
+        "gaussianity": report["gaussianity"],
+        "steps": trainer.global_step,
+        "best_checkpoint": best,
+    }
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        flow.save(output_dir / "flow.safetensors")
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return flow.eval(), metrics

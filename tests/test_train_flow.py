@@ -1,0 +1,145 @@
+"""Flow training: rls.lit.fit_flow, train_flow.py (Hydra), loggers, DDP on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from callbacks.flow_report import FlowReport
+from callbacks.loggers import make_logger, wandb_mode
+from rls.flows import WFlow, sample_w
+from rls.generators import load_generator
+from rls.lit import fit_flow
+from rls.lit.flow_module import flow_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_FLOW = {"family": "maf", "transforms": 2, "hidden": [32, 32]}
+SMALL_RUN = {"batch_size": 256, "seed": 0, "val_size": 1024, "epoch_size": 2048, "lr": 3e-3}
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def G():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: extra threads only contend on a shared CPU
+    yield load_generator("tiny")
+    torch.set_num_threads(threads)
+
+
+def test_short_training_lowers_held_out_nll_and_writes_outputs(G, tmp_path):
+    val_w = sample_w(G, 1024, flow_seed(0, "val"))
+    untrained = WFlow(G.w_dim, **SMALL_FLOW).fit_standardisation(
+        sample_w(G, 2048, flow_seed(0, "train/0"))
+    )
+    before = untrained.nll(val_w).item()
+    report = FlowReport()
+    flow, metrics = fit_flow(
+        G, SMALL_FLOW, max_steps=40, output_dir=tmp_path, callbacks=[report],
+        trainer_kwargs=QUIET, **SMALL_RUN,
+    )  # fmt: skip
+    after = metrics["val_nll"]["flow"]
+    assert after < before - 2, (before, after)
+    assert set(metrics["val_nll"]) == {
+        "flow", "brgm_gaussian", "pulse_leaky_diagonal", "wulff_leaky_fullcov"
+    }  # fmt: skip
+    assert metrics["gaussianity"]["flow"]["w_dim"] == G.w_dim
+    # the saved flow is the returned one, and the numbers in metrics.json are its own
+    loaded = WFlow.load(tmp_path / "flow.safetensors", generator=G)
+    assert torch.equal(loaded.log_prob(val_w), flow.log_prob(val_w))
+    assert loaded.nll(val_w).item() == pytest.approx(after, rel=1e-5)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["val_nll"] == metrics["val_nll"] and on_disk["steps"] == 40
+    names = {p.name for p in report.written}
+    assert {"flow_chi2.png", "flow_moments.png", "flow_qq.png", "flow_nll.png"} <= names
+    assert (tmp_path / "tables" / "flow_priors.csv").is_file()
+
+
+def test_resume_continues_from_last_checkpoint(G, tmp_path):
+    fit_flow(G, SMALL_FLOW, max_steps=8, output_dir=tmp_path, trainer_kwargs=QUIET, **SMALL_RUN)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    _, metrics = fit_flow(
+        G, SMALL_FLOW, max_steps=16, output_dir=tmp_path, trainer_kwargs=QUIET, **SMALL_RUN
+    )
+    assert metrics["steps"] == 16
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 16
+
+
+def test_flow_config_for_another_w_dim_is_refused(G, tmp_path):
+    with pytest.raises(ValueError, match=rf"w_dim={G.w_dim + 3}.*w_dim={G.w_dim}"):
+        fit_flow(
+            G, {**SMALL_FLOW, "w_dim": G.w_dim + 3}, max_steps=1, output_dir=tmp_path,
+            trainer_kwargs=QUIET, **SMALL_RUN,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("flow", ["maf", "maf_paper", "nsf", "realnvp"])
+def test_hydra_config_composes_with_overrides(flow):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(
+            "train_flow",
+            overrides=[f"flow={flow}", "trainer.max_steps=2000", "logger=none", "trainer=ddp"],
+        )
+    assert cfg.flow.family == flow.removesuffix("_paper") and cfg.trainer.max_steps == 2000
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
+    assert cfg.logger.kind == "none" and cfg.generator.source == "tiny"
+    assert isinstance(instantiate(cfg.callbacks.flow_report), FlowReport)
+    WFlow(8, **{**dict(cfg.flow), "hidden": [8]})  # every flow config builds a WFlow
+
+
+def test_loggers(tmp_path, monkeypatch):
+    assert make_logger({"kind": "none"}, tmp_path) is False
+    csv = make_logger({"kind": "csv", "name": "csv"}, tmp_path)
+    assert Path(csv.log_dir).parent == tmp_path
+    with pytest.raises(ValueError, match="unknown logger kind 'tensorbored'"):
+        make_logger({"kind": "tensorbored"}, tmp_path)
+    # W&B is offline unless an account is configured, and WANDB_MODE always wins
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert wandb_mode("auto") == "offline"
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert wandb_mode("auto") == "online"
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode("auto") == "disabled"
+
+
+def _run_train_flow(tmp_path, *overrides, timeout=600):
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    args = [
+        sys.executable, "train_flow.py", f"output_dir={tmp_path}", "logger=csv", "threads=1",
+        "flow.transforms=2", "flow.hidden=[32,32]", "data.epoch_size=1024", "data.val_size=512",
+        "data.batch_size=128", "trainer.enable_progress_bar=false", *overrides,
+    ]  # fmt: skip
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_train_flow_script_end_to_end(tmp_path):
+    out = _run_train_flow(tmp_path, "trainer.max_steps=16", "flow=nsf")
+    assert "flow.safetensors" in out.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["flow"]["family"] == "nsf" and metrics["steps"] == 16
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert (tmp_path / "figures" / "flow_chi2.png").is_file()
+
+
+@pytest.mark.slow
+def test_train_flow_ddp_two_cpu_processes(tmp_path):
+    _run_train_flow(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=8")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 8
+    flow = WFlow.load(tmp_path / "flow.safetensors")
+    assert torch.isfinite(torch.tensor(metrics["val_nll"]["flow"]))
+    assert flow.w_dim == metrics["w_dim"]
