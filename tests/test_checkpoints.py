@@ -32,8 +32,8 @@ from rls.generators.checkpoints import (
     read_checkpoint,
 )
 from rls.generators.formats_rosinality import rosinality_name
-from rls.generators.formats_tf import tf_generator_config
-from rls.generators.safe_unpickle import safe_load_pickle
+from rls.generators.formats_tf import read_nvidia_tf, tf_generator_config
+from rls.generators.safe_unpickle import TFNetwork, safe_load_pickle
 
 MARKER_NAME = "EXECUTED"
 DATA = Path(__file__).parent / "data"
@@ -356,6 +356,19 @@ def test_numpy_arrays_and_scalars_unpickle_for_every_protocol(tmp_path, protocol
     out = safe_load_pickle(path)
     for key, value in data.items():
         assert np.array_equal(out[key], value) and out[key].dtype == value.dtype, key
+
+
+def test_old_or_progressive_tf_networks_are_refused_by_name():
+    def net(version, variables=()):
+        n = TFNetwork()
+        n.__setstate__(dict(version=version, static_kwargs={}, variables=list(variables)))
+        return n
+
+    with pytest.raises(CheckpointError, match=r"old\.pkl: TensorFlow pickle version 3 is too old"):
+        read_nvidia_tf((net(3), net(3), net(3)), "old.pkl")
+    lod = net(4, [("synthesis/ToRGB_lod0/weight", np.zeros(1))])
+    with pytest.raises(CheckpointError, match=r"cfgb\.pkl: per-LOD ToRGB.*configs A-D"):
+        read_nvidia_tf((lod, lod, lod), "cfgb.pkl")
 
 
 def test_tf_unknown_kwarg_is_named():

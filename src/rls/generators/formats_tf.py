@@ -200,13 +200,12 @@ def read_nvidia_tf(data: Any, source: str | os.PathLike | None = None) -> tuple[
         variables = collect_variables(gs)
     except CheckpointError as err:
         raise CheckpointError(f"{name}: {err}") from None
-    # Original (non-skip) architecture stores per-LOD ToRGB layers: rename, switch architecture.
-    for tf_name in list(variables):
-        m = re.fullmatch(r"synthesis/ToRGB_lod(\d+)/(.*)", tf_name)
-        if m:
-            res = config["img_resolution"] // 2 ** int(m[1])
-            variables[f"synthesis/{res}x{res}/ToRGB/{m[2]}"] = variables.pop(tf_name)
-            config["synthesis_kwargs"]["architecture"] = "orig"
+    lod_layers = [n for n in variables if re.fullmatch(r"synthesis/ToRGB_lod\d+/.*", n)]
+    if lod_layers:  # NVIDIA's legacy.py does not convert these either
+        raise CheckpointError(
+            f"{name}: per-LOD ToRGB layers ({lod_layers[0]}, ...): StyleGAN2 configs A-D are"
+            " not supported (configs E/F, as published for FFHQ, are)"
+        )
     res_log2 = math.log2(config["img_resolution"])
     if res_log2 != int(res_log2) or res_log2 < 2:
         raise CheckpointError(f"{name}: resolution {config['img_resolution']} is not a power of 2")
