@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,17 @@ def test_local_path_never_needs_network_and_missing_path_is_named(tmp_path):
 def test_downloads_can_be_disabled(cache):
     with pytest.raises(CheckpointError, match=r"(?s)downloads disabled.*put it at exactly"):
         dl.resolve("ffhq-256", allow_download=False)
+
+
+def test_generator_configs_name_known_checkpoints_and_local_loads_a_path(tmp_path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    configs = Path(__file__).parents[1] / "configs" / "generator"
+    for name in ("ffhq1024", "ffhq256"):
+        assert OmegaConf.load(configs / f"{name}.yaml").source in dl.KNOWN_CHECKPOINTS
+    G = build_tiny()
+    save_generator(G, tmp_path / "g.safetensors")
+    cfg = OmegaConf.load(configs / "local.yaml")
+    cfg.source = str(tmp_path / "g.safetensors")  # generator=local generator.source=PATH
+    assert instantiate(cfg).init_kwargs == G.init_kwargs
