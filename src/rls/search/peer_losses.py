@@ -222,25 +222,33 @@ def resolve_perceptual(
     return LPIPS("vgg", path).eval().requires_grad_(False), ""
 
 
+_DIAGONAL_FITS: dict[tuple[int, int, int], tuple[torch.nn.Module, torch.nn.Module]] = {}
+
+
+def diagonal_fit(G: torch.nn.Module, n: int = 1_000_000, seed: int = 0) -> torch.nn.Module:
+    """PULSE/ILO's diagonal fit of ``LeakyReLU_5(w)`` (method.md §2): a ``LeakyDiagonalPrior``
+    (``mu``, ``sigma``) from ``n`` seeded mapping samples (PULSE: 1,000,000, seed 0). Fitted
+    once per (generator, n, seed) in this process and shared by every method that needs it."""
+    key = (id(G), int(n), int(seed))
+    hit = _DIAGONAL_FITS.get(key)
+    if hit is None or hit[0] is not G:
+        from rls.flows import LeakyDiagonalPrior, sample_w
+
+        with torch.no_grad():
+            w = sample_w(G, int(n), seed=int(seed), batch_size=min(int(n), 65536))
+            hit = (G, LeakyDiagonalPrior(G.w_dim).to(w.device).fit(w))
+        _DIAGONAL_FITS[key] = hit
+    return hit[1]
+
+
 class GaussianFitCache:
-    """PULSE/ILO's diagonal fit of ``LeakyReLU_5(w)`` (method.md §2), fitted once per generator
-    from ``n`` seeded mapping samples (PULSE: 1,000,000, seed 0) and reused across batches."""
+    """A method's handle on :func:`diagonal_fit` with its own sample count and seed."""
 
     def __init__(self, n: int = 1_000_000, seed: int = 0):
         self.n, self.seed = int(n), int(seed)
-        self._fits: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}
 
     def __call__(self, G: torch.nn.Module) -> torch.nn.Module:
-        hit = self._fits.get(id(G))
-        if hit is None or hit[0] is not G:
-            from rls.flows import LeakyDiagonalPrior, sample_w
-
-            with torch.no_grad():
-                w = sample_w(G, self.n, seed=self.seed, batch_size=min(self.n, 65536))
-                prior = LeakyDiagonalPrior(G.w_dim).to(w.device).fit(w)
-            hit = (G, prior)
-            self._fits[id(G)] = hit
-        return hit[1]
+        return diagonal_fit(G, self.n, self.seed)
 
 
 def noise_maps(ctx, salt: str) -> list[Tensor]:

@@ -1,0 +1,253 @@
+"""Every method on the same inputs, through the library directly (issue 6, method.md §5).
+
+    .venv/bin/python benchmarks/compare_peers.py                     # x8 and x16, 8 images
+    .venv/bin/python benchmarks/compare_peers.py --scales 16 --step-scale 0.2
+
+The tiny seeded generator at 64², 8 generator-sampled targets (``rls.data``'s
+GeneratorSampleDataset, the ``data=generated`` set of evaluate.py), no corruption, the shared
+degradation D (PULSE bicubic) inside every loss. Methods: RLS, RLS+ (its radius sweep
+r = 0.25 .. 4 from one shared RLS anchor), plain W+ search, PULSE, BRGM, ILO, robust. A small
+flow prior is trained for the tiny generator first (cached under .cache/), so that RLS has its
+prior and every solution gets a flow NLL on one realism scale.
+
+Per method: LR-PSNR (PSNR of D(x̂) against y: fidelity to the input), HR-PSNR (against the
+true image), LPIPS-Alex if its weights are on disk, the flow NLL of the solution's W+ code
+(mean over rows of −log p_F, lower = more typical), seconds per image, and the method's notes
+(e.g. a perceptual term switched off because its weights are missing offline). Writes JSON and
+the markdown table of docs/comparison.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("RLS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from rls.data import GeneratorSampleDataset  # noqa: E402
+from rls.degradations import build_degradation  # noqa: E402
+from rls.flows import WFlow, sample_w  # noqa: E402
+from rls.generators import load_generator  # noqa: E402
+from rls.metrics import build_lpips, per_image_metrics  # noqa: E402
+from rls.search import Method, build_method, search  # noqa: E402
+from rls.search.losses import flow_nll  # noqa: E402
+from rls.search.peer_losses import diagonal_fit  # noqa: E402
+from rls.search.rls import rls_stage  # noqa: E402
+from rls.search.rls_plus import rls_plus_stage  # noqa: E402
+from rls.seeding import seeds_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RADII = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def train_flow(G, steps: int, seed: int = 0) -> WFlow:
+    """A MAF prior for the tiny W (authors' architecture ratio: hidden 2·w_dim), maximum
+    likelihood on freshly streamed mapping samples; cached by generator config + recipe."""
+    cache = (
+        ROOT
+        / ".cache"
+        / "flows"
+        / f"compare_peers_{G.img_resolution}_{G.w_dim}_{steps}.safetensors"
+    )
+    if cache.exists():
+        return WFlow.load(cache)
+    flow = WFlow(G.w_dim, family="maf", transforms=5, hidden=(2 * G.w_dim, 2 * G.w_dim))
+    flow.fit_standardisation(sample_w(G, 65536, seed=seed + 1))
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3, weight_decay=1e-6)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    stream = torch.Generator().manual_seed(seed)
+    flow.train()
+    for _ in range(steps):
+        with torch.no_grad():
+            w = G.mapping(torch.randn(512, G.z_dim, generator=stream), None)[:, 0]
+        loss = -flow.log_prob(w).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    flow.eval()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    flow.save(cache)
+    return flow
+
+
+def scaled(n: int, s: float) -> int:
+    return max(1, round(n * s))
+
+
+def rls_sweep_method(s: float) -> Method:
+    """RLS, then RLS+ from the same anchor at every radius (stage outputs land in extras)."""
+
+    def stages(ctx):
+        out = [rls_stage(name="rls", steps=scaled(500, s))]
+        for r in RADII:
+            stage = rls_plus_stage(ctx, "rls", radius=r)
+            out.append(dataclasses.replace(stage, name=f"rls_plus_r{r:g}"))
+        return out
+
+    return Method(name="rls+sweep", stages=stages)
+
+
+def peer_methods(s: float) -> dict[str, Method]:
+    return {
+        "wplus": build_method("wplus", steps=scaled(500, s)),
+        "pulse": build_method("pulse", steps=scaled(100, s)),
+        "brgm": build_method("brgm", steps=scaled(501, s)),
+        "ilo": build_method("ilo", steps=[scaled(n, s) for n in (50, 50, 25, 25)]),
+        "robust": build_method("robust", steps=[scaled(150, s)] * 3),
+    }
+
+
+class StageClock:
+    """Wall time per stage, from the per-step callback (first call of a stage to the next)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._stage, self._t = None, None
+
+    def __call__(self, step, stage, losses):
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._t
+        self._stage, self._t = stage, now
+
+    def close(self):
+        self("end", None, None)
+
+
+def summarise(values: torch.Tensor) -> dict:
+    values = values.double()
+    if torch.isnan(values).all():
+        return {"mean": None, "std": None}
+    return {
+        "mean": values.nanmean().item(),
+        "std": values.std().item() if values.numel() > 1 else 0.0,
+    }
+
+
+def run_scale(G, prior, scale: int, n: int, s: float, lpips_alex) -> dict:
+    D = build_degradation(scale, corruption="none")
+    data = GeneratorSampleDataset(G, n=n, seed=0)
+    items = [data[i] for i in range(n)]
+    ids = [it["image_id"] for it in items]
+    hr = torch.stack([it["hr"] for it in items]).float()
+    y = D.observe(hr, seeds_for(ids, "observe"))
+    seeds = seeds_for(ids, "search")
+    nets = {"alex": lpips_alex} if lpips_alex is not None else None
+
+    def measure(name, images, latents, seconds, notes, status):
+        m = per_image_metrics(images, hr, y, D, lpips_nets=nets)
+        row = {
+            "lr_psnr": summarise(m["lr_psnr"]),
+            "hr_psnr": summarise(m["psnr"]),
+            "lpips_alex": summarise(m["lpips_alex"]) if "lpips_alex" in m else None,
+            "flow_nll": summarise(flow_nll(prior, latents)),
+            "seconds_per_image": seconds / n,
+            "notes": notes,
+            "failed": sum(st == "failed" for st in status),
+        }
+        print(
+            f"  x{scale} {name:>15}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()),
+            flush=True,
+        )
+        return row
+
+    rows = {}
+    clock = StageClock()
+    out = search(rls_sweep_method(s), G, y, D, seeds, prior=prior, callback=clock)
+    clock.close()
+    t_rls = clock.seconds["rls"]
+    rows["rls"] = measure(
+        "rls", out.extras["rls_images"], out.extras["rls_latents"], t_rls, "", out.status
+    )
+    for r in RADII:
+        name = f"rls_plus_r{r:g}"
+        stage_out = (
+            (out.images, out.latents)
+            if r == RADII[-1]
+            else (out.extras[f"{name}_images"], out.extras[f"{name}_latents"])
+        )
+        notes = "RLS+ (authors' code: latent l1 ball), radius r = " + f"{r:g}"
+        rows[name] = measure(name, *stage_out, t_rls + clock.seconds[name], notes, out.status)
+    for name, method in peer_methods(s).items():
+        out = search(method, G, y, D, seeds, prior=prior)
+        rows[name] = measure(name, out.images, out.latents, out.seconds, out.notes, out.status)
+    return rows
+
+
+def _fmt(v) -> str:
+    if isinstance(v, dict):
+        return "n/a" if v["mean"] is None else f"{v['mean']:.3f}±{v['std']:.3f}"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def markdown(results: dict, meta: dict) -> str:
+    lines = []
+    for scale, rows in results.items():
+        lines += [
+            f"**x{scale}** (LR {meta['resolution'] // int(scale)}², {meta['n']} images, "
+            f"step counts x{meta['step_scale']:g} of the authors')",
+            "",
+            "| method | LR-PSNR ↑ | HR-PSNR ↑ | LPIPS-Alex ↓ | flow NLL ↓ | s / image | notes |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, r in rows.items():
+            lp = "n/a (weights offline)" if r["lpips_alex"] is None else _fmt(r["lpips_alex"])
+            lines.append(
+                f"| {name} | {_fmt(r['lr_psnr'])} | {_fmt(r['hr_psnr'])} | {lp} | "
+                f"{_fmt(r['flow_nll'])} | {r['seconds_per_image']:.2f} | {r['notes'] or ''} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scales", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--step-scale", type=float, default=1.0, help="x the authors' step counts")
+    parser.add_argument("--flow-steps", type=int, default=3000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "compare_peers.json")
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    G = load_generator("tiny", img_resolution=args.resolution).requires_grad_(False)
+    t0 = time.perf_counter()
+    prior = train_flow(G, args.flow_steps)
+    print(f"flow prior ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+    lpips_alex = build_lpips("alex", allow_download=False)
+    diagonal_fit(G)  # PULSE/ILO's one-off fit of W (1e6 samples), kept out of their timings
+    results = {}
+    for scale in args.scales:
+        results[str(scale)] = run_scale(G, prior, scale, args.n, args.step_scale, lpips_alex)
+    meta = dict(
+        resolution=args.resolution,
+        n=args.n,
+        step_scale=args.step_scale,
+        threads=args.threads,
+        torch=torch.__version__,
+        device="cpu",
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    table = markdown(results, meta)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
