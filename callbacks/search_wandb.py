@@ -58,7 +58,11 @@ class SearchWandb(pl.Callback):
         if logger is None or not outputs or not trainer.is_global_zero:
             return
         self._log_curves(logger, outputs.get("histories", {}))
-        self._log_grids(logger, outputs.get("images", []), list(pl_module.methods))
+        self._log_grids(
+            logger,
+            outputs.get("images", []),
+            list(getattr(pl_module, "methods_and_baselines", pl_module.methods)),
+        )
 
     def _log_curves(self, logger, histories: dict) -> None:
         import wandb

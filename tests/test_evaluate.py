@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -61,10 +63,10 @@ def _trainer(run_dir, extra=()):
     )
 
 
-def _module(G, skip=(), methods=None):
+def _module(G, skip=(), methods=None, **kwargs):
     D = build_degradation(8, "none")
     methods = methods or {"wplus": wplus_l1(), "wplus_b": wplus_l1(name="wplus_b")}
-    return SearchModule(G, methods, D, scale=8, corruption="none", skip=skip)
+    return SearchModule(G, methods, D, scale=8, corruption="none", skip=skip, **kwargs)
 
 
 def _generated(G, n=4, batch_size=2):
@@ -142,3 +144,66 @@ def test_a_bad_image_is_a_failed_row_and_the_run_completes(tmp_path, G):
     assert bad["status"] == "failed" and "broken.png" in bad["notes"]
     assert rows[("face0", "wplus")]["status"] == "ok"
     assert "broken.png" in (run_dir / "report.html").read_text()
+
+
+def test_bicubic_baseline_rows_score_the_upsampled_input(tmp_path, G):
+    module = _module(G, methods={"wplus": wplus_l1()}, bicubic_baseline=True)
+    data = _generated(G, n=2)
+    _trainer(tmp_path).test(module, datamodule=data, verbose=False)
+    rows = {(r["image_id"], r["method"]): r for r in read_rows(tmp_path / "results.csv")}
+    assert len(rows) == 2 * 2
+    sample = data.dataset[0]
+    y = module.D(sample["hr"][None])  # corruption none: y = D(hr)
+    up = torch.nn.functional.interpolate(y, size=(32, 32), mode="bicubic").clamp(0, 1)
+    expected = 10 * torch.log10(1 / (up - sample["hr"][None]).pow(2).mean())
+    assert float(rows[("gen00000", "bicubic")]["psnr"]) == pytest.approx(float(expected), abs=1e-3)
+    assert rows[("gen00000", "bicubic")]["steps"] == "0"
+    assert image_path(tmp_path, "bicubic", "gen00001").exists()
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    config_dir = str(Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        return compose(config_name="evaluate", overrides=overrides)
+
+
+def test_evaluate_command_runs_a_corruption_at_another_scale(tmp_path):
+    import evaluate
+
+    cfg = _compose(
+        [
+            "method=[pulse]",
+            "method.pulse.steps=3",
+            "corruption=gaussian_noise",
+            "scale=16",
+            "data.dataset.n=2",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "metrics.fid=false",
+            "metrics.lpips=[]",
+            f"run_dir={tmp_path}",
+        ]
+    )
+    report = evaluate.evaluate(cfg)
+    assert report == tmp_path / "report.html" and report.exists()
+    rows = read_rows(tmp_path / "results.csv")
+    assert {(r["method"], r["scale"], r["corruption"]) for r in rows} == {
+        ("pulse", "16", "gaussian_noise"),
+        ("bicubic", "16", "gaussian_noise"),
+    }
+    assert len(rows) == 2 * 2 and all(r["status"] == "ok" for r in rows)
+    assert "scale: 16" in (tmp_path / "config.yaml").read_text()
+    assert Image.open(image_path(tmp_path, "lr", "gen00000")).size == (2, 2)  # 32² / 16
+
+
+def test_run_directory_is_deterministic_and_names_the_run():
+    import evaluate
+
+    base = ["method=[pulse]", "corruption=gaussian_noise"]
+    a, b = _compose(base), _compose([*base, "trainer=ddp", "logger=csv"])
+    c = _compose([*base, "method.pulse.steps=7"])
+    assert evaluate.run_name(a) == evaluate.run_name(b)  # devices and loggers do not matter
+    assert evaluate.run_name(a) != evaluate.run_name(c)  # a different recipe: a new directory
+    assert evaluate.run_name(a).startswith("eval_pulse_gaussian_noise_x8_")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rls.search import Method, search
@@ -39,6 +40,8 @@ class SearchModule(pl.LightningModule):
         scale, corruption: written into every row.
         skip: (image_id, method) pairs already done (resume): not computed again.
         history_images: how many images per batch return their loss curves (for W&B).
+        bicubic_baseline: also score bicubic upsampling of y as the method ``bicubic``
+            (the reference every search must beat on HR PSNR).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class SearchModule(pl.LightningModule):
         corruption: str = "none",
         skip: Iterable[tuple[str, str]] = (),
         history_images: int = 2,
+        bicubic_baseline: bool = False,
     ):
         super().__init__()
         if not methods:
@@ -62,11 +66,14 @@ class SearchModule(pl.LightningModule):
         self.prior = prior
         self.perceptual = perceptual
         self.methods = dict(methods)
-        self.metrics = nn.ModuleDict({n: metrics() for n in self.methods}) if metrics else None
+        names = ["bicubic", *self.methods] if bicubic_baseline else list(self.methods)
+        self.metrics = nn.ModuleDict({n: metrics() for n in names}) if metrics else None
         self.scale = scale if scale is not None else getattr(degradation, "scale", None)
         self.corruption = corruption
         self.skip = set(skip)
         self.history_images = history_images
+        self.baselines = ["bicubic"] if bicubic_baseline else []
+        self.methods_and_baselines = [*self.baselines, *self.methods]
         self.dataset_metrics: dict[str, dict[str, float]] = {}
         for module in (self.G, self.D, self.prior, self.perceptual):
             if module is not None:
@@ -98,7 +105,7 @@ class SearchModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         rows, images, histories = [], [], {}
         for image_id, error in batch.get("failures", []):
-            for name in self.methods:
+            for name in self.methods_and_baselines:
                 if (image_id, name) not in self.skip:
                     rows.append(self._row(image_id, name, status="failed", notes=error))
         ids = list(batch.get("image_id", []))
@@ -106,7 +113,7 @@ class SearchModule(pl.LightningModule):
             return {"rows": rows, "images": images, "histories": histories}
         pending = {
             name: [i for i, image_id in enumerate(ids) if (image_id, name) not in self.skip]
-            for name in self.methods
+            for name in self.methods_and_baselines
         }
         if not any(pending.values()):
             return {"rows": rows, "images": images, "histories": histories}
@@ -120,6 +127,9 @@ class SearchModule(pl.LightningModule):
             images.append(("lr", ids[i], y[i].cpu()))
             if hr is not None:
                 images.append(("hr", ids[i], hr[i].cpu()))
+
+        if self.baselines and pending["bicubic"]:
+            rows += self._bicubic(ids, pending["bicubic"], y, hr, images)
 
         for name, method in self.methods.items():
             index = pending[name]
@@ -166,6 +176,22 @@ class SearchModule(pl.LightningModule):
                 "terms": {k: v[:, :keep].detach().cpu() for k, v in result.history.items()},
             }
         return {"rows": rows, "images": images, "histories": histories}
+
+    def _bicubic(self, ids, index, y, hr, images) -> list[dict]:
+        """Rows (and images) of bicubic upsampling of y: the no-prior reference."""
+        sel = torch.tensor(index, device=y.device)
+        size = (hr.shape[-2], hr.shape[-1]) if hr is not None else None
+        if size is None:
+            size = tuple(s * self.D.scale for s in y.shape[-2:])
+        up = F.interpolate(y[sel], size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        hr_sel = hr[sel] if hr is not None else None
+        measured = self._measure("bicubic", up, hr_sel, y[sel], None, None)
+        rows = []
+        for j, i in enumerate(index):
+            values = {k: v[j] for k, v in measured.items()}
+            rows.append(self._row(ids[i], "bicubic", **values, steps=0, status="ok"))
+            images.append(("bicubic", ids[i], up[j].cpu()))
+        return rows
 
     def _measure(self, name, sr, hr, y, latents, w_true) -> dict[str, Tensor]:
         """Per-image metrics as the results columns (``lpips`` = LPIPS-AlexNet)."""

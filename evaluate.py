@@ -1,0 +1,234 @@
+"""The main job: restore LR images with StyleGAN-prior methods and measure them.
+
+    python evaluate.py experiment=demo                       # offline demo, a few minutes
+    python evaluate.py corruption=gaussian_noise scale=16
+    python evaluate.py method=[rls,rls_plus,pulse] data=folder data.dataset.root=faces/
+    python evaluate.py trainer=ddp                            # images sharded over devices
+
+Writes into the run directory (``run_dir``; by default ``runs/<name>``, the same for the
+same configuration, so rerunning resumes): config.yaml, results.csv, summary.json,
+images/ and report.html. See configs/evaluate.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("evaluate")
+
+
+# The keys whose values change the results; the others (trainer, logger, threads, ...) do
+# not, so e.g. a run started on one device can be resumed with trainer=ddp.
+RESULT_KEYS = ("generator", "flow", "prior", "method", "corruption", "data", "scale", "seed")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of everything that changes the results of a run."""
+    values = {k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in RESULT_KEYS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def run_name(cfg: DictConfig) -> str:
+    """A readable name, the same for the same configuration (so a rerun resumes):
+    ``<name>_<methods>_<corruption>_x<scale>_<config hash>``."""
+    parts = [cfg.get("name") or "eval", "+".join(cfg.method.keys())]
+    parts += [str(cfg.corruption.get("name", "custom")), f"x{cfg.scale}", config_hash(cfg)]
+    return "_".join(str(p) for p in parts)
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """``cfg.run_dir`` if set, else ``runs/<run_name>`` (absolute, from the launch directory)."""
+    base = Path(hydra.utils.get_original_cwd()) if _hydra_running() else Path.cwd()
+    run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else Path("runs") / run_name(cfg)
+    return run_dir if run_dir.is_absolute() else base / run_dir
+
+
+def _hydra_running() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized()
+
+
+def _generator_key(G: torch.nn.Module) -> str:
+    """A short content hash of the generator's weights: names a flow trained for it."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(G.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module):
+    """The W prior of the search: ``prior.path``, or a flow trained for G and cached.
+
+    With no path and ``prior.train_if_missing``, a flow (architecture from the ``flow``
+    group) is trained by ``rls.lit.fit_flow`` into ``prior.cache_dir/<G hash>-<cfg hash>``
+    and reused by later runs. Without either, methods that need a prior will say so.
+    """
+    from rls.flows import load_prior
+
+    pcfg = cfg.prior
+    if pcfg.get("path"):
+        prior = load_prior(pcfg.path, generator=G)
+        print(f"[evaluate] prior: loaded {pcfg.path}")
+        return prior
+    if not pcfg.get("train_if_missing"):
+        print("[evaluate] prior: none (set prior.path, or prior.train_if_missing=true)")
+        return None
+    recipe = {
+        "flow": OmegaConf.to_container(cfg.flow, resolve=True),
+        **{k: pcfg[k] for k in ("max_steps", "batch_size", "seed", "val_size", "epoch_size", "lr")},
+    }
+    recipe_key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
+    cache = Path(pcfg.cache_dir)
+    if not cache.is_absolute() and _hydra_running():
+        cache = Path(hydra.utils.get_original_cwd()) / cache
+    out_dir = cache / f"{_generator_key(G)}-{recipe_key}"
+    path = out_dir / "flow.safetensors"
+    if path.exists():
+        print(f"[evaluate] prior: reusing the flow trained earlier for this generator: {path}")
+        return load_prior(path, generator=G)
+    from rls.lit import fit_flow
+
+    print(f"[evaluate] prior: no flow for this generator yet; training one -> {out_dir}")
+    flow, metrics = fit_flow(
+        G,
+        recipe["flow"],
+        max_steps=pcfg.max_steps,
+        batch_size=pcfg.batch_size,
+        seed=pcfg.seed,
+        val_size=pcfg.val_size,
+        output_dir=str(out_dir),
+        epoch_size=pcfg.epoch_size,
+        lr=pcfg.lr,
+        trainer_kwargs={"enable_progress_bar": False, "enable_model_summary": False},
+    )
+    nll = metrics.get("val_nll", {})
+    print(f"[evaluate] prior: trained in {metrics.get('steps')} steps; held-out NLL {nll}")
+    print(f"[evaluate] prior: saved {path}")
+    return flow.eval()
+
+
+def build_methods(cfg: DictConfig) -> dict:
+    """``{name: Method}`` from the ``method`` group (one entry per ``method=[...]`` item)."""
+    if not cfg.method:
+        raise ValueError("no method configured: pass e.g. method=[rls,rls_plus]")
+    methods = {}
+    for key, mcfg in cfg.method.items():
+        method = instantiate(mcfg)
+        methods[getattr(method, "name", key)] = method
+    return methods
+
+
+def build_metrics(cfg: DictConfig):
+    """A factory of per-method ``RestorationMetrics`` sharing one set of networks."""
+    from rls.metrics import RestorationMetrics
+
+    mcfg = cfg.metrics
+    shared = RestorationMetrics.pretrained(
+        lpips=tuple(mcfg.lpips),
+        fid=bool(mcfg.fid),
+        weights_dir=mcfg.get("weights_dir"),
+        allow_download=mcfg.get("allow_download"),
+        kid_subset_size=mcfg.kid_subset_size,
+    )
+    nets = dict(shared.lpips_nets.items())
+    feature = shared.fid.inception if shared.fid is not None else None
+
+    def factory():
+        return RestorationMetrics(nets, feature, kid_subset_size=mcfg.kid_subset_size)
+
+    return factory, nets.get("alex")
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    """The ``callbacks`` group, each given the run directory when it takes one."""
+    out = []
+    for ccfg in (cfg.get("callbacks") or {}).values():
+        if not ccfg:
+            continue
+        extra = {"run_dir": str(run_dir)} if "run_dir" in ccfg else {}
+        out.append(instantiate(ccfg, **extra))
+    return out
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path):
+    """A Lightning Trainer from the ``trainer`` group (keyword arguments), ``logger`` and
+    ``callbacks``; ``inference_mode=False`` because the search needs autograd in test."""
+    import pytorch_lightning as pl
+
+    from callbacks.loggers import make_logger
+
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.update(
+        logger=make_logger(cfg.get("logger"), run_dir, name=run_dir.name),
+        callbacks=build_callbacks(cfg, run_dir),
+        inference_mode=False,
+        default_root_dir=str(run_dir),
+    )
+    return pl.Trainer(**kwargs)
+
+
+def evaluate(cfg: DictConfig) -> Path:
+    """Run the evaluation described by ``cfg``; returns the path of report.html."""
+    import pytorch_lightning as pl
+
+    from callbacks.results import finished_pairs
+    from rls.degradations import build_degradation
+    from rls.lit.search_module import SearchModule
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = resolve_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    print(f"[evaluate] run directory: {run_dir}")
+
+    G = instantiate(cfg.generator)
+    corruption = OmegaConf.to_container(cfg.corruption, resolve=True)
+    D = build_degradation(cfg.scale, **corruption)
+    prior = load_or_train_prior(cfg, G)
+    methods = build_methods(cfg)
+    metrics, lpips_net = build_metrics(cfg)
+    done = finished_pairs(run_dir)
+    if done:
+        print(f"[evaluate] resuming: {len(done)} (image, method) results already in {run_dir}")
+
+    module = SearchModule(
+        G,
+        methods,
+        D,
+        prior=prior,
+        perceptual=lpips_net,
+        metrics=metrics,
+        scale=cfg.scale,
+        corruption=str(corruption.get("name", "custom")),
+        skip=done,
+        bicubic_baseline=bool(cfg.get("bicubic_baseline", False)),
+    )
+    datamodule = instantiate(cfg.data, generator=G)
+    trainer = build_trainer(cfg, run_dir)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    report = run_dir / "report.html"
+    if trainer.is_global_zero:
+        print(f"[evaluate] results: {run_dir / 'results.csv'}")
+        print(f"[evaluate] report:  {report}  (open it in a browser)")
+    return report
+
+
+@hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
