@@ -34,16 +34,16 @@ def _rows(ws: Tensor) -> Tensor:
 def standardised_log_prob(prior: nn.Module, ws: Tensor) -> Tensor:
     """log p_F((w - μ)/σ) per row ``[B, L]``: the flow density of the standardised code.
 
-    ``prior.log_prob`` is a density on raw W, which includes the standardisation Jacobian
-    -Σ log σ (a constant); the flow's own density gives the authors' value (``sr_boost.py``
-    evaluates the flow on standardised w). Other priors give their raw-W ``log_prob``.
+    ``prior.log_prob`` is a density on raw W, which includes the Jacobian of the fixed
+    standardisation (-Σ log σ); removing it gives the flow's own density, the authors'
+    value (``sr_boost.py`` evaluates the flow on standardised w). Priors without a
+    standardisation give their raw-W ``log_prob``.
     """
     ws = _rows(ws)
     flat = ws.reshape(-1, ws.shape[-1])
-    if hasattr(prior, "log_prob_standardised") and hasattr(prior, "standardise"):
-        logp = prior.log_prob_standardised(prior.standardise(flat))
-    else:
-        logp = prior.log_prob(flat)
+    logp = prior.log_prob(flat)
+    if hasattr(prior, "standardise_log_abs_det"):
+        logp = logp - prior.standardise_log_abs_det(flat)
     return logp.view(ws.shape[:2])
 
 
