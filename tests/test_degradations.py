@@ -18,8 +18,10 @@ from rls.degradations import (
     build_corruption,
     build_degradation,
     downsample,
+    pulse_bicubic_conv,
     pulse_bicubic_taps,
 )
+from rls.degradations.corruptions import fft_filter2d
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "corruption"
 
@@ -71,10 +73,12 @@ def numpy_pulse_bicubic(x: np.ndarray, s: int) -> np.ndarray:
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
 def test_pulse_bicubic_matches_independent_numpy(scale):
     x = torch.rand(2, 3, 4 * scale, 6 * scale, generator=torch.Generator().manual_seed(scale))
-    ours = downsample(x.double(), scale).numpy()
     ref = numpy_pulse_bicubic(x.double().numpy(), scale)
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
-    assert ours.shape == (2, 3, 4, 6)
+    for ours in (downsample(x.double(), scale), pulse_bicubic_conv(x.double(), scale)):
+        np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-12)
+        assert ours.shape == (2, 3, 4, 6)
+    module = Downsample(scale)
+    np.testing.assert_allclose(module(x).numpy(), ref, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8, 16])
@@ -198,6 +202,16 @@ def test_motion_blur_acts_on_hr_before_downsampling():
     assert torch.allclose(D.observe(x, torch.tensor([0, 1])), D(x))
 
 
+@pytest.mark.parametrize("border_type", ["constant", "reflect", "replicate"])
+def test_fft_filter_equals_kornia_direct_filter(border_type):
+    x = torch.rand(2, 3, 64, 48, dtype=torch.float64)
+    kernel = build_corruption("motion_blur").kernel.double()  # 49 taps: the FFT path
+    direct = kornia.filters.filter2d(x, kernel, border_type=border_type)
+    assert torch.allclose(fft_filter2d(x, kernel, border_type), direct, atol=1e-12)
+    D = build_degradation(1, "motion_blur", border_type=border_type)
+    assert torch.allclose(D(x), direct, atol=1e-12)
+
+
 def test_side_is_a_parameter():
     x = torch.rand(1, 3, 64, 64)
     on_hr = build_degradation(4, "gaussian_blur", side="hr")
@@ -232,13 +246,15 @@ def test_gradcheck_downsamplers(kernel):
     [
         ("gaussian_blur", {}),
         ("motion_blur", {"kernel_size": 5, "side": "lr"}),
+        ("motion_blur", {"kernel_size": 15, "side": "lr"}),  # the FFT path
         ("jpeg", {}),
     ],
 )
 def test_gradcheck_forward_model_corruptions(name, params):
     c = build_corruption(name, **params)
     x = (0.2 + 0.6 * torch.rand(1, 3, 8, 8, dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(c, (x,), atol=1e-5)
+    # fast_mode checks random projections of the Jacobian: the JPEG model is slow to probe
+    assert torch.autograd.gradcheck(c, (x,), atol=1e-5, fast_mode=name == "jpeg")
 
 
 def test_gradcheck_full_degradation():

@@ -21,6 +21,7 @@ from rls.degradations.downsample import (
     KERNELS,
     Downsample,
     downsample,
+    pulse_bicubic_conv,
     pulse_bicubic_taps,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "build_corruption",
     "build_degradation",
     "downsample",
+    "pulse_bicubic_conv",
     "pulse_bicubic_taps",
 ]

@@ -7,6 +7,8 @@ method can also be scored under the downsampler it was published with.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,25 +57,66 @@ def check_divisible(x: torch.Tensor, scale: int) -> None:
         )
 
 
-def _pulse_bicubic(x: torch.Tensor, taps: torch.Tensor, scale: int) -> torch.Tensor:
-    """Stride-s 1-D convolution vertically, then horizontally, per channel, reflect-padded."""
-    b, c, h, w = x.shape
+def _check_pulse_size(h: int, w: int, scale: int) -> None:
     before, after = pulse_padding(scale)
-    if before >= h or after >= h or before >= w or after >= w:
+    if after >= min(h, w):
         raise ValueError(
             f"bicubic_pulse at scale {scale} reflect-pads by {after} pixels, which needs an image "
             f"larger than {after}x{after}; got {h}x{w} (LR {h // scale}x{w // scale})"
         )
-    k = taps.to(dtype=x.dtype)
-    # Channels are folded into the batch: one single-channel filter serves any C.
-    y = x.reshape(b * c, 1, h, w)
-    y = F.conv2d(
-        F.pad(y, (0, 0, before, after), mode="reflect"), k.view(1, 1, -1, 1), stride=(scale, 1)
-    )
-    y = F.conv2d(
-        F.pad(y, (before, after, 0, 0), mode="reflect"), k.view(1, 1, 1, -1), stride=(1, scale)
-    )
+
+
+def pulse_bicubic_conv(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Reference path, literally the paper's recipe: reflect pad, stride-s 1-D convolution
+    vertically, then horizontally, per channel. :func:`downsample` computes the same numbers
+    as two small matrix products, which is several times faster on CPU and GPU."""
+    check_divisible(x, scale)
+    b, c, h, w = x.shape
+    _check_pulse_size(h, w, scale)
+    before, after = pulse_padding(scale)
+    k = pulse_bicubic_taps(scale).to(device=x.device, dtype=x.dtype)
+    y = x.reshape(b * c, 1, h, w)  # channels folded into the batch: one filter serves any C
+    y = F.pad(y, (0, 0, before, after), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, -1, 1), stride=(scale, 1))
+    y = F.pad(y, (before, after, 0, 0), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1), stride=(1, scale))
     return y.reshape(b, c, h // scale, w // scale)
+
+
+@functools.lru_cache(maxsize=64)
+def pulse_bicubic_matrix(size: int, scale: int) -> torch.Tensor:
+    """The 1-D PULSE operator on a length-``size`` signal as a [size/s, size] float64 matrix.
+
+    Reflect padding is linear, so it folds into the matrix: row j holds the 4s taps of
+    output j, each added at the (reflected) input index it reads.
+    """
+    before, _ = pulse_padding(scale)
+    n, rows = 4 * scale, size // scale
+    # padded position p of output j, tap i: j*s + i; its input index before reflection:
+    pos = torch.arange(rows)[:, None] * scale + torch.arange(n)[None] - before
+    pos = pos.abs()  # reflect at the start: -1 -> 1
+    pos = torch.where(pos > size - 1, 2 * (size - 1) - pos, pos)  # and at the end: size -> size-2
+    matrix = torch.zeros(rows, size, dtype=torch.float64)
+    taps = pulse_bicubic_taps(scale).expand(rows, n)
+    matrix.index_put_((torch.arange(rows)[:, None].expand(rows, n), pos), taps, accumulate=True)
+    return matrix
+
+
+def _pulse_bicubic(x: torch.Tensor, scale: int, cache: dict | None = None) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    _check_pulse_size(h, w, scale)
+
+    def matrix(size: int) -> torch.Tensor:
+        key = (size, x.device, x.dtype)
+        if cache is None or key not in cache:
+            m = pulse_bicubic_matrix(size, scale).to(device=x.device, dtype=x.dtype)
+            if cache is None:
+                return m
+            cache[key] = m
+        return cache[key]
+
+    # [h', H] @ [B, C, H, W] @ [W, w']: vertical pass, then horizontal, as in the paper.
+    return matrix(h) @ x @ matrix(w).mT
 
 
 def _resample(x: torch.Tensor, scale: int, kernel: str) -> torch.Tensor:
@@ -90,7 +133,7 @@ def _resample(x: torch.Tensor, scale: int, kernel: str) -> torch.Tensor:
 
 
 class Downsample(nn.Module):
-    """Downsampling by an integer ``scale`` with a named kernel; the taps are a buffer."""
+    """Downsampling by an integer ``scale`` with a named kernel, built once and reused."""
 
     def __init__(self, scale: int, kernel: str = DEFAULT_KERNEL):
         super().__init__()
@@ -102,15 +145,15 @@ class Downsample(nn.Module):
             )
         self.scale = scale
         self.kernel = kernel
-        taps = pulse_bicubic_taps(scale).float() if kernel == "bicubic_pulse" else torch.empty(0)
-        self.register_buffer("taps", taps, persistent=False)
+        # PULSE matrices per (size, device, dtype), built on first use: sizes come with x.
+        self._matrices: dict = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_divisible(x, self.scale)
         if self.scale == 1:
             return x
         if self.kernel == "bicubic_pulse":
-            return _pulse_bicubic(x, self.taps, self.scale)
+            return _pulse_bicubic(x, self.scale, self._matrices)
         return _resample(x, self.scale, self.kernel)
 
     def extra_repr(self) -> str:
@@ -123,13 +166,13 @@ def downsample(x: torch.Tensor, scale: int, kernel: str = DEFAULT_KERNEL) -> tor
     kernel: ``bicubic_pulse`` (paper/PULSE, default), ``bicubic_aa`` (antialiased bicubic,
     like PIL's resize), ``bicubic_torch`` (plain bicubic interpolation, BRGM-pytorch),
     ``area`` (torch area resize), ``box`` (s×s box average, BRGM). For repeated calls build
-    a :class:`Downsample` once instead: its taps are computed once.
+    a :class:`Downsample` once instead: it caches its matrices on the device.
     """
     if kernel == "bicubic_pulse":
         check_divisible(x, scale)
         if scale == 1:
             return x
-        return _pulse_bicubic(x, pulse_bicubic_taps(scale), scale)
+        return _pulse_bicubic(x, scale)
     if kernel not in KERNELS:
         raise ValueError(
             f"unknown downsampling kernel {kernel!r}; choose one of {', '.join(KERNELS)}"
@@ -152,6 +195,8 @@ __all__ = [
     "cubic",
     "downsample",
     "lr_size",
+    "pulse_bicubic_conv",
+    "pulse_bicubic_matrix",
     "pulse_bicubic_taps",
     "pulse_padding",
 ]
