@@ -92,6 +92,9 @@ def test_round_trip_through_the_gaussian(family, options):
     w = skewed_w(n=64, d=5, seed=2).double().reshape(4, 16, 5)  # W+ style leading dims
     z = flow.to_gaussian(w)
     assert z.shape == w.shape and flow.log_prob(w).shape == (4, 16)
+    log_p, z_once = flow.log_prob_and_gaussian(w)
+    torch.testing.assert_close(log_p, flow.log_prob(w))
+    torch.testing.assert_close(z_once, z)
     torch.testing.assert_close(flow.from_gaussian(z), w, atol=1e-6, rtol=1e-6)
     assert flow.sample(7).shape == (7, 5)
 

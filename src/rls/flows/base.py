@@ -51,6 +51,11 @@ class Prior(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def log_prob_and_gaussian(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_prob(w), to_gaussian(w))``; flows compute both in one pass (RLS needs both
+        terms every step)."""
+        return self.log_prob(w), self.to_gaussian(w)
+
     def nll(self, w: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood in nats per w vector."""
         return -self.log_prob(w).mean()

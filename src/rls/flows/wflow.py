@@ -165,6 +165,12 @@ class WFlow(Prior):
         """log p(w) in raw W, shape ``w.shape[:-1]``."""
         return self.flow().log_prob(self.standardise(w)) + self.standardise_log_abs_det(w)
 
+    def log_prob_and_gaussian(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(w) and f((w − μ)/σ) from one pass through the flow."""
+        dist = self.flow()
+        z, ladj = dist.transform.call_and_ladj(self.standardise(w))
+        return dist.base.log_prob(z) + ladj + self.standardise_log_abs_det(w), z
+
     def to_gaussian(self, w: torch.Tensor) -> torch.Tensor:
         """f((w − μ)/σ): the data-to-Gaussian map used by RLS's ‖f‖ term."""
         return self.flow().transform(self.standardise(w))
