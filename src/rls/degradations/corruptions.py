@@ -177,10 +177,24 @@ def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, border_type: str) -> tor
     k = kernel.shape[-1]
     p = k // 2
     padded = F.pad(x, (p, p, p, p), mode=border_type)
-    size = padded.shape[-2:]
+    h, w = padded.shape[-2:]
+    # Any FFT size >= the padded size keeps the wanted part wrap-free; pick a fast one.
+    size = (_fft_size(h), _fft_size(w))
     spectrum = torch.fft.rfft2(kernel[0].flip(-2, -1).to(x.dtype), s=size)
-    y = torch.fft.irfft2(torch.fft.rfft2(padded) * spectrum, s=size)
-    return y[..., k - 1 :, k - 1 :]
+    y = torch.fft.irfft2(torch.fft.rfft2(padded, s=size) * spectrum, s=size)
+    return y[..., k - 1 : h, k - 1 : w]
+
+
+def _fft_size(n: int) -> int:
+    """The smallest 2^a·3^b·5^c >= n (sizes the FFT handles fastest)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
 
 
 class _FilterCorruption(Corruption):
