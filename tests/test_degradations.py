@@ -221,6 +221,18 @@ def test_side_is_a_parameter():
         build_corruption("jpeg", side="middle")
 
 
+def test_in_loss_false_keeps_a_corruption_out_of_the_loss_only():
+    x = structured_image(32)
+    D = build_degradation(2, {"name": "jpeg", "in_loss": False})
+    assert torch.equal(D(x), downsample(x, 2))
+    assert torch.equal(
+        D.observe(x, torch.tensor([0])), build_degradation(2, "jpeg").observe(x, torch.tensor([0]))
+    )
+    assert "not in loss" in D.describe()
+    cfg = OmegaConf.load(CONFIGS / "authors_inputs.yaml")
+    assert build_degradation(scale=2, **cfg).corruptions[0].in_loss is False
+
+
 def test_real_jpeg_close_to_differentiable_jpeg():
     x = structured_image(32)
     jpeg = build_corruption("jpeg")

@@ -10,6 +10,10 @@ Every corruption has two faces:
   random draw of image b coming from ``seeds[b]`` alone (so results do not depend on the
   batch) and JPEG done by a real codec (PIL) instead of its differentiable model.
 
+``in_loss=False`` keeps a deterministic corruption out of ``forward`` (e.g. the authors'
+JPEG-saved inputs with a bicubic-only loss); ``side`` says whether it acts on the HR image
+(before downsampling) or on the LR image.
+
 ``severity=None`` means the paper's setting; 1..5 pick an ImageNet-C style table entry
 (ImageNet-C's own values for the resolution-free noise and JPEG corruptions, and tables
 placed around the paper's value for the spatial blurs, whose size depends on resolution).
@@ -53,12 +57,15 @@ class Corruption(nn.Module):
     severities: ClassVar[tuple[dict[str, Any], ...]]  # severity 1..5
     stochastic: ClassVar[bool] = False
 
-    def __init__(self, side: str | None = None):
+    def __init__(self, side: str | None = None, in_loss: bool | None = None):
         super().__init__()
         side = side or self.default_side
         if side not in SIDES:
             raise ValueError(f"{self.name}: side must be 'hr' or 'lr', got {side!r}")
         self.side = side
+        # in_loss=False keeps a deterministic corruption out of D(x) while observe still
+        # applies it (the authors' setup: JPEG-saved inputs, a bicubic-only loss).
+        self.in_loss = self.in_forward_model if in_loss is None else bool(in_loss)
 
     @classmethod
     def from_severity(cls, severity: int | None = None, **params) -> Corruption:
@@ -80,16 +87,21 @@ class Corruption(nn.Module):
         """The parameters that define this corruption (for reports and ``repr``)."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The deterministic, differentiable operator (identity for noise)."""
         return x
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The part inside D(x): ``apply`` when in the loss, else the identity."""
+        return self.apply(x) if self.in_loss else x
+
     def observe(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """The observed image; deterministic corruptions just apply ``forward``."""
-        return self.forward(x)
+        """The observed image; deterministic corruptions just ``apply``."""
+        return self.apply(x)
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.settings().items())
-        tag = "" if self.in_forward_model else "; likelihood only"
+        tag = "" if self.in_loss else "; likelihood only" if self.stochastic else "; not in loss"
         return f"{self.name}({args}{tag})"
 
     def extra_repr(self) -> str:
@@ -105,8 +117,10 @@ class GaussianNoise(Corruption):
     paper = {"sigma": 0.1}
     severities = tuple({"sigma": s} for s in (0.08, 0.12, 0.18, 0.26, 0.38))  # ImageNet-C
 
-    def __init__(self, sigma: float, clip: bool = True, side: str | None = None):
-        super().__init__(side)
+    def __init__(
+        self, sigma: float, clip: bool = True, side: str | None = None, in_loss: bool | None = None
+    ):
+        super().__init__(side, in_loss)
         if sigma < 0:
             raise ValueError(f"gaussian_noise: sigma must be >= 0, got {sigma}")
         self.sigma = float(sigma)
@@ -141,8 +155,9 @@ class SaltPepper(Corruption):
         salt_vs_pepper: float = 0.5,
         per_channel: bool = False,
         side: str | None = None,
+        in_loss: bool | None = None,
     ):
-        super().__init__(side)
+        super().__init__(side, in_loss)
         if not 0 <= amount <= 1 or not 0 <= salt_vs_pepper <= 1:
             raise ValueError(
                 f"salt_pepper: amount and salt_vs_pepper must lie in [0, 1], "
@@ -203,7 +218,7 @@ class _FilterCorruption(Corruption):
     in_forward_model = True
     border_type: str
 
-    def forward(self, x):
+    def apply(self, x):
         kernel = self.kernel.to(device=x.device, dtype=x.dtype)
         if kernel.shape[-1] >= FFT_MIN_KERNEL:
             return fft_filter2d(x, kernel, self.border_type)
@@ -227,8 +242,9 @@ class GaussianBlur(_FilterCorruption):
         kernel_size: int | None = None,
         border_type: str = "replicate",
         side: str | None = None,
+        in_loss: bool | None = None,
     ):
-        super().__init__(side)
+        super().__init__(side, in_loss)
         if radius <= 0:
             raise ValueError(f"gaussian_blur: radius must be > 0, got {radius}")
         self.radius = float(radius)
@@ -265,8 +281,9 @@ class MotionBlur(_FilterCorruption):
         direction: float = 1.0,
         border_type: str = "constant",
         side: str | None = None,
+        in_loss: bool | None = None,
     ):
-        super().__init__(side)
+        super().__init__(side, in_loss)
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"motion_blur: kernel_size must be odd and >= 3, got {kernel_size}")
         self.kernel_size = int(kernel_size)
@@ -293,8 +310,8 @@ class Jpeg(Corruption):
     paper = {"quality": 75}
     severities = tuple({"quality": q} for q in (25, 18, 15, 10, 7))  # ImageNet-C
 
-    def __init__(self, quality: int, side: str | None = None):
-        super().__init__(side)
+    def __init__(self, quality: int, side: str | None = None, in_loss: bool | None = None):
+        super().__init__(side, in_loss)
         if not 1 <= quality <= 100:
             raise ValueError(f"jpeg: quality must lie in 1..100, got {quality}")
         self.quality = int(quality)
@@ -308,7 +325,7 @@ class Jpeg(Corruption):
         if x.shape[1] not in (1, 3):
             raise ValueError(f"jpeg: needs 1 or 3 channels, got {x.shape[1]}")
 
-    def forward(self, x):
+    def apply(self, x):
         self._check_channels(x)
         rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         y = jpeg_codec_differentiable(rgb, self.quality_t.to(device=x.device, dtype=x.dtype))
