@@ -207,3 +207,41 @@ def test_run_directory_is_deterministic_and_names_the_run():
     assert evaluate.run_name(a) == evaluate.run_name(b)  # devices and loggers do not matter
     assert evaluate.run_name(a) != evaluate.run_name(c)  # a different recipe: a new directory
     assert evaluate.run_name(a).startswith("eval_pulse_gaussian_noise_x8_")
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """trainer=ddp shards the images over 2 processes; each image's result is unchanged."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    common = [
+        "method=[pulse]",
+        "method.pulse.steps=3",
+        "data.dataset.n=3",
+        "data.batch_size=1",
+        "logger=none",
+        "threads=1",
+        "metrics.lpips=[]",
+        "metrics.fid=false",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    runs = {
+        "ddp": ["trainer=ddp", "trainer.accelerator=cpu"],
+        "single": ["trainer.accelerator=cpu"],
+    }
+    results = {}
+    for name, extra in runs.items():
+        cmd = [sys.executable, "evaluate.py", *common, *extra, f"run_dir={tmp_path / name}"]
+        done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = read_rows(tmp_path / name / "results.csv")
+        results[name] = {(r["image_id"], r["method"]): float(r["psnr"]) for r in rows}
+    assert len(results["ddp"]) == 3 * 2  # each (image, method) exactly once across ranks
+    assert results["ddp"].keys() == results["single"].keys()
+    for key, value in results["ddp"].items():
+        assert value == pytest.approx(results["single"][key], abs=1e-4)

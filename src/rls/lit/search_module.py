@@ -55,7 +55,7 @@ class SearchModule(pl.LightningModule):
         scale: int | None = None,
         corruption: str = "none",
         skip: Iterable[tuple[str, str]] = (),
-        history_images: int = 2,
+        history_images: int = 4,
         bicubic_baseline: bool = False,
     ):
         super().__init__()
@@ -213,7 +213,7 @@ class SearchModule(pl.LightningModule):
         for name, metrics in self.metrics.items():
             values = {k: float(v) for k, v in metrics.compute().items()}
             for key, value in values.items():
-                self.log(f"test/{name}/{key}", value, sync_dist=False, rank_zero_only=True)
+                self.log(f"test/{name}/{key}", value, sync_dist=True)  # equal on all ranks
             self.dataset_metrics[name] = {
                 k: v for k, v in values.items() if k in ("fid", "kid_mean", "kid_std")
             }
