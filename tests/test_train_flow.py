@@ -69,6 +69,12 @@ def test_resume_continues_from_last_checkpoint(G, tmp_path):
     assert metrics["steps"] == 16
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 16
+    # a run dir of another flow is refused with the file named, not resumed into
+    with pytest.raises(ValueError, match=r"last.ckpt: checkpoint holds a different flow"):
+        fit_flow(
+            G, {**SMALL_FLOW, "hidden": [16, 16]}, max_steps=20, output_dir=tmp_path,
+            trainer_kwargs=QUIET, **SMALL_RUN,
+        )  # fmt: skip
 
 
 def test_flow_config_for_another_w_dim_is_refused(G, tmp_path):

@@ -43,7 +43,7 @@ class FlowModule(pl.LightningModule):
         generator: nn.Module,
         val_w: torch.Tensor,
         reference_train_w: torch.Tensor | None = None,
-        epoch_size: int = 65536,
+        epoch_size: int = 16384,
         batch_size: int = 512,
         seed: int = 0,
         lr: float = 1e-4,
@@ -153,6 +153,21 @@ def evaluate_priors(flow: WFlow, train_w: torch.Tensor, val_w: torch.Tensor) -> 
     return report
 
 
+def check_resumable(ckpt_path: Path, flow: WFlow) -> None:
+    """Refuse to resume from a checkpoint of another flow (other w_dim or architecture),
+    naming the file, instead of failing deep inside ``load_state_dict``."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    expected = {f"flow.{k}": v.shape for k, v in flow.state_dict().items()}
+    found = {k: v.shape for k, v in state.items()}
+    if found != expected:
+        w_dim = found.get("flow.mu", (None,))[0]
+        raise ValueError(
+            f"{ckpt_path}: checkpoint holds a different flow (w_dim={w_dim}) than the one "
+            f"configured (w_dim={flow.w_dim}, {flow.config()}); use another output_dir "
+            "or resume=false"
+        )
+
+
 def fit_flow(
     G: nn.Module,
     flow_cfg: dict,
@@ -165,8 +180,8 @@ def fit_flow(
     callbacks=None,
     trainer_kwargs: dict | None = None,
     *,
-    epoch_size: int = 65536,
-    lr: float = 1e-4,
+    epoch_size: int = 16384,
+    lr: float = 1e-3,
     weight_decay: float = 1e-6,
     schedule: str = "cosine",
     patience: int = 10,
@@ -228,7 +243,10 @@ def fit_flow(
     kwargs.update(trainer_kwargs or {})
     trainer = pl.Trainer(**kwargs)
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, ckpt_path=str(last) if resume and last.is_file() else None)
+    resume_from = last if resume and last.is_file() else None
+    if resume_from is not None:
+        check_resumable(resume_from, flow)
+    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
     best = checkpoint.best_model_path or None
     trainer.test(module, ckpt_path=best, verbose=False)
 
