@@ -221,6 +221,13 @@ def test_side_is_a_parameter():
         build_corruption("jpeg", side="middle")
 
 
+def test_module_apply_still_works():
+    D = build_degradation(2, ["gaussian_blur", "jpeg", "gaussian_noise", "motion_blur"])
+    seen = []
+    D.apply(lambda m: seen.append(type(m).__name__))
+    assert {"GaussianBlur", "Jpeg", "GaussianNoise", "MotionBlur", "Degradation"} <= set(seen)
+
+
 def test_in_loss_false_keeps_a_corruption_out_of_the_loss_only():
     x = structured_image(32)
     D = build_degradation(2, {"name": "jpeg", "in_loss": False})

@@ -87,17 +87,18 @@ class Corruption(nn.Module):
         """The parameters that define this corruption (for reports and ``repr``)."""
         raise NotImplementedError
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """The deterministic, differentiable operator (identity for noise)."""
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The deterministic, differentiable operator (identity for noise). Not named
+        ``apply``: that is ``nn.Module.apply(fn)``, which must keep working."""
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The part inside D(x): ``apply`` when in the loss, else the identity."""
-        return self.apply(x) if self.in_loss else x
+        """The part inside D(x): ``corrupt`` when in the loss, else the identity."""
+        return self.corrupt(x) if self.in_loss else x
 
     def observe(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """The observed image; deterministic corruptions just ``apply``."""
-        return self.apply(x)
+        """The observed image; deterministic corruptions just ``corrupt``."""
+        return self.corrupt(x)
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.settings().items())
@@ -218,7 +219,7 @@ class _FilterCorruption(Corruption):
     in_forward_model = True
     border_type: str
 
-    def apply(self, x):
+    def corrupt(self, x):
         kernel = self.kernel.to(device=x.device, dtype=x.dtype)
         if kernel.shape[-1] >= FFT_MIN_KERNEL:
             return fft_filter2d(x, kernel, self.border_type)
@@ -325,7 +326,7 @@ class Jpeg(Corruption):
         if x.shape[1] not in (1, 3):
             raise ValueError(f"jpeg: needs 1 or 3 channels, got {x.shape[1]}")
 
-    def apply(self, x):
+    def corrupt(self, x):
         self._check_channels(x)
         rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         y = jpeg_codec_differentiable(rgb, self.quality_t.to(device=x.device, dtype=x.dtype))
