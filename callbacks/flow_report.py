@@ -1,5 +1,10 @@
-"""The flow's pictures (method.md §2), made once the best flow has been evaluated on
-the held-out set (``trainer.test`` in ``rls.lit.fit_flow``):
+"""The flow's pictures (method.md §2).
+
+``FlowDiagnostics``: during training, every few validation rounds, the flow's ‖f(w)‖²
+histogram against χ²(w_dim) and Gaussianity numbers on held-out w.
+
+``FlowReport``: once the best flow has been evaluated on the held-out set
+(``trainer.test`` in ``rls.lit.fit_flow``):
 
 - ``flow/chi2``: histogram of ‖f(w)‖² for the flow and every older prior vs χ²(w_dim),
 - ``flow/moments`` and ``flow/qq``: per-dimension moments and QQ plots of the flow's f(w),
@@ -11,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from callbacks.media import log_figure, log_table
 
@@ -54,3 +60,33 @@ class FlowReport(pl.Callback):
                 {f"final/val_nll/{k}": v for k, v in report["val_nll"].items()},
                 step=trainer.global_step,
             )
+
+
+class FlowDiagnostics(pl.Callback):
+    """Every ``every_n_epochs`` validation rounds: ‖f(w)‖² vs χ²(w_dim) and the moment
+    errors of f(w) on the first ``n`` held-out samples (``pl_module.val_w``)."""
+
+    def __init__(self, every_n_epochs: int = 5, n: int = 4096, out_dir: str | Path | None = None):
+        self.every_n_epochs = every_n_epochs
+        self.n = n
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if trainer.sanity_checking or not trainer.is_global_zero or epoch % self.every_n_epochs:
+            return
+        from rls.flows import chi2_figure, gaussianity_stats
+
+        with torch.no_grad():
+            w = pl_module.val_w[: self.n].to(pl_module.device)
+            z = pl_module.flow.to_gaussian(w).cpu()
+        stats = gaussianity_stats(z)
+        for lg in trainer.loggers:
+            lg.log_metrics(
+                {f"val/gaussianity/{k}": v for k, v in stats.items() if k != "w_dim"},
+                step=trainer.global_step,
+            )
+        fig = chi2_figure({"flow": z}, title=f"‖f(w)‖² at step {trainer.global_step}")
+        log_figure(
+            trainer, "flow/chi2_during_training", fig, self.out_dir or trainer.default_root_dir
+        )

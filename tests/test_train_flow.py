@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from callbacks.flow_report import FlowReport
+from callbacks.flow_report import FlowDiagnostics, FlowReport
 from callbacks.loggers import make_logger, wandb_mode
 from rls.flows import WFlow, sample_w
 from rls.generators import load_generator
@@ -39,8 +39,9 @@ def test_short_training_lowers_held_out_nll_and_writes_outputs(G, tmp_path):
     )
     before = untrained.nll(val_w).item()
     report = FlowReport()
+    diagnostics = FlowDiagnostics(every_n_epochs=2, n=512)
     flow, metrics = fit_flow(
-        G, SMALL_FLOW, max_steps=40, output_dir=tmp_path, callbacks=[report],
+        G, SMALL_FLOW, max_steps=40, output_dir=tmp_path, callbacks=[report, diagnostics],
         trainer_kwargs=QUIET, **SMALL_RUN,
     )  # fmt: skip
     after = metrics["val_nll"]["flow"]
@@ -58,6 +59,7 @@ def test_short_training_lowers_held_out_nll_and_writes_outputs(G, tmp_path):
     names = {p.name for p in report.written}
     assert {"flow_chi2.png", "flow_moments.png", "flow_qq.png", "flow_nll.png"} <= names
     assert (tmp_path / "tables" / "flow_priors.csv").is_file()
+    assert (tmp_path / "figures" / "flow_chi2_during_training.png").is_file()
 
 
 def test_resume_continues_from_last_checkpoint(G, tmp_path):
@@ -96,6 +98,7 @@ def test_hydra_config_composes_with_overrides(flow):
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
     assert cfg.logger.kind == "none" and cfg.generator.source == "tiny"
     assert isinstance(instantiate(cfg.callbacks.flow_report), FlowReport)
+    assert isinstance(instantiate(cfg.callbacks.flow_diagnostics), FlowDiagnostics)
     WFlow(8, **{**dict(cfg.flow), "hidden": [8]})  # every flow config builds a WFlow
 
 
