@@ -123,8 +123,13 @@ def build_methods(cfg: DictConfig) -> dict:
         raise ValueError("no method configured: pass e.g. method=[rls,rls_plus]")
     methods = {}
     for key, mcfg in cfg.method.items():
+        if "_target_" not in mcfg:  # e.g. a recipe tuning a method this run did not select
+            print(f"[evaluate] method.{key}: settings without a method config; not run")
+            continue
         method = instantiate(mcfg)
         methods[getattr(method, "name", key)] = method
+    if not methods:
+        raise ValueError("no method configured: pass e.g. method=[rls,rls_plus]")
     return methods
 
 

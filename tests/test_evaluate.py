@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,45 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert results["ddp"].keys() == results["single"].keys()
     for key, value in results["ddp"].items():
         assert value == pytest.approx(results["single"][key], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo recipe without corruption, plus plain W+ search, on the same 4 targets."""
+    import evaluate
+
+    run_dir = tmp_path_factory.mktemp("demo")
+    cfg = _compose(
+        [
+            "experiment=demo",
+            "corruption=none",
+            "method=[rls,rls_plus,wplus]",
+            "method.wplus.steps=200",  # as the demo's RLS
+            "logger=none",
+            f"run_dir={run_dir}",
+        ]
+    )
+    evaluate.evaluate(cfg)
+    return {m: e for m, e in json.loads((run_dir / "summary.json").read_text())["methods"].items()}
+
+
+@pytest.mark.slow
+def test_demo_orderings_flow_prior_and_fidelity_stage(demo_run):
+    """RLS's solutions are far likelier under the flow than unregularised W+ search, and
+    RLS+ fits the LR input better than its RLS anchor (method.md §3-4)."""
+    s = demo_run
+    assert {"bicubic", "rls", "rls_plus", "wplus"} <= s.keys()
+    assert all(e["failed"] == 0 for e in s.values())
+    assert s["rls"]["flow_nll"]["mean"] < s["wplus"]["flow_nll"]["mean"]
+    assert s["rls_plus"]["lr_psnr"]["mean"] > s["rls"]["lr_psnr"]["mean"] + 3
+    assert s["rls_plus"]["psnr"]["mean"] > s["rls"]["psnr"]["mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="tiny 64² generator, 200 steps: RLS underfits (LR-PSNR ~21 dB) and its HR PSNR "
+    "(~16 dB) stays below bicubic (~19.9 dB); measured 2026-11-25",
+    strict=False,
+)
+def test_demo_rls_beats_bicubic_on_hr_psnr(demo_run):
+    assert demo_run["rls"]["psnr"]["mean"] > demo_run["bicubic"]["psnr"]["mean"]

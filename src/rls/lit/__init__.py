@@ -6,3 +6,8 @@ Only this package imports Lightning; ``rls.flows`` and the rest stay usable with
 from .flow_module import FlowModule, evaluate_priors, fit_flow
 
 __all__ = ["FlowModule", "evaluate_priors", "fit_flow"]
+
+# the per-image search of python evaluate.py (issue 5)
+from .search_module import SearchModule  # noqa: E402
+
+__all__ += ["SearchModule"]
