@@ -36,6 +36,12 @@ def comparison_grid(lr: torch.Tensor, solutions: list[torch.Tensor], hr: torch.T
     return torch.cat([t.clamp(0, 1).cpu() for t in tiles], dim=-1)
 
 
+def to_uint8_hwc(image: torch.Tensor):
+    """``[C, H, W]`` in [0, 1] -> uint8 ``[H, W, C]`` numpy (what W&B renders unambiguously)."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
 class SearchWandb(pl.Callback):
     """Logs the search to W&B.
 
@@ -102,7 +108,7 @@ class SearchWandb(pl.Callback):
             if not solutions:
                 continue
             hr = by_kind.get(("hr", image_id))
-            grids.append(comparison_grid(by_kind[("lr", image_id)], solutions, hr))
+            grids.append(to_uint8_hwc(comparison_grid(by_kind[("lr", image_id)], solutions, hr)))
             shown = [m for m in methods if (m, image_id) in by_kind]
             captions.append(
                 f"{image_id}: LR | {' | '.join(shown)}{' | HR' if hr is not None else ''}"

@@ -61,3 +61,16 @@ def test_report_without_realism_measures_still_renders(tmp_path):
     merge(run_dir)
     page = build_report(run_dir).read_text()
     assert "No realism measure" in page and "(missing)" in page
+
+
+def test_wandb_grid_is_lr_methods_hr_side_by_side_as_uint8():
+    from callbacks.search_wandb import comparison_grid, to_uint8_hwc
+
+    lr = torch.zeros(3, 4, 4)
+    lr[0] = 1.0
+    grid = comparison_grid(lr, [torch.full((3, 32, 32), 0.5)] * 2, torch.ones(3, 32, 32))
+    assert grid.shape == (3, 32, 32 * 4)
+    array = to_uint8_hwc(grid)
+    assert array.shape == (32, 128, 3) and str(array.dtype) == "uint8"
+    assert tuple(array[0, 0]) == (255, 0, 0)  # the LR, upscaled by nearest neighbour
+    assert tuple(array[0, 40]) == (128, 128, 128) and tuple(array[0, 127]) == (255, 255, 255)
