@@ -79,6 +79,15 @@ def test_resume_continues_from_last_checkpoint(G, tmp_path):
         )  # fmt: skip
 
 
+def test_same_seed_same_flow(G, tmp_path):
+    runs = [
+        fit_flow(G, SMALL_FLOW, max_steps=8, output_dir=tmp_path / str(i), trainer_kwargs=QUIET,
+                 **SMALL_RUN)[1]["val_nll"]
+        for i in range(2)
+    ]  # fmt: skip
+    assert runs[0] == runs[1]
+
+
 def test_flow_config_for_another_w_dim_is_refused(G, tmp_path):
     with pytest.raises(ValueError, match=rf"w_dim={G.w_dim + 3}.*w_dim={G.w_dim}"):
         fit_flow(

@@ -42,7 +42,6 @@ class FlowModule(pl.LightningModule):
         flow: WFlow,
         generator: nn.Module,
         val_w: torch.Tensor,
-        reference_train_w: torch.Tensor | None = None,
         epoch_size: int = 16384,
         batch_size: int = 512,
         seed: int = 0,
@@ -60,7 +59,7 @@ class FlowModule(pl.LightningModule):
         self.flow = flow
         self.__dict__["generator"] = generator.eval().requires_grad_(False)
         self.val_w = val_w.detach().cpu()
-        self.reference_train_w = reference_train_w
+        self._first_buffer: torch.Tensor | None = None  # epoch 0: standardisation, older priors
         self.epoch_size, self.batch_size, self.seed = epoch_size, batch_size, seed
         self.lr, self.weight_decay, self.schedule = lr, weight_decay, schedule
         self.max_steps, self.sample_batch_size = max_steps, sample_batch_size
@@ -68,16 +67,20 @@ class FlowModule(pl.LightningModule):
 
     # ---- data -------------------------------------------------------------------------
     def train_buffer(self, epoch: int) -> torch.Tensor:
-        """The ``epoch``'s train samples ``[epoch_size, w_dim]`` (CPU)."""
-        if epoch == 0 and self.reference_train_w is not None:
-            return self.reference_train_w.detach().cpu()
-        self.generator.to(self.device)
+        """The ``epoch``'s train samples ``[epoch_size, w_dim]`` (CPU); epoch 0's is kept,
+        as the flow's standardisation and the older priors are fitted on it."""
+        if epoch == 0 and self._first_buffer is not None:
+            return self._first_buffer
+        if self._trainer is not None:  # during fit: run the mapping on the training device
+            self.generator.to(self.device)
         w = sample_w(
             self.generator,
             self.epoch_size,
             flow_seed(self.seed, f"train/{epoch}"),
             self.sample_batch_size,
         )
+        if epoch == 0:
+            self._first_buffer = w.cpu()
         return w.cpu()
 
     def train_dataloader(self) -> DataLoader:
@@ -116,7 +119,7 @@ class FlowModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Final evaluation on the whole held-out set (every rank computes the same)."""
-        self.report = evaluate_priors(self.flow, self.reference_train_w, self.val_w)
+        self.report = evaluate_priors(self.flow, self.train_buffer(0), self.val_w)
 
     # ---- optimisation -------------------------------------------------------------------
     def configure_optimizers(self):
@@ -207,14 +210,14 @@ def fit_flow(
         cfg["hidden"] = (2 * G.w_dim, 2 * G.w_dim)
     cfg.setdefault("generator", generator_name)
 
-    train_w = sample_w(G, epoch_size, flow_seed(seed, "train/0"))
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+        torch.manual_seed(flow_seed(seed, "init"))
+        flow = WFlow(**cfg)
     val_w = sample_w(G, val_size, flow_seed(seed, "val"))
-    flow = WFlow(**cfg).fit_standardisation(train_w)
     module = FlowModule(
         flow,
         G,
         val_w,
-        reference_train_w=train_w,
         epoch_size=epoch_size,
         batch_size=batch_size,
         seed=seed,
@@ -223,6 +226,7 @@ def fit_flow(
         schedule=schedule,
         max_steps=max_steps,
     )
+    flow.fit_standardisation(module.train_buffer(0))  # restored as-is when resuming
     ckpt_dir = output_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/nll", mode="min", save_last=True
