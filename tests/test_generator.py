@@ -273,6 +273,18 @@ def test_forward_blocks_errors(G):
 # ---------------------------------------------------------------- gradients, functional use
 
 
+def test_fused_and_unfused_modconv_agree_in_value_and_gradient(G):
+    ws = G.mapping(_z(3)).detach()
+    grads = []
+    for fused in (False, True):
+        w = ws.clone().requires_grad_(True)
+        img = G.synthesis(w, fused_modconv=fused)
+        img.square().mean().backward()
+        grads.append((img.detach(), w.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
 def test_gradient_flows_to_ws_and_inputs_are_untouched(G):
     ws = G.mapping(_z(2)).detach().requires_grad_(True)
     keep = ws.detach().clone()
@@ -281,7 +293,8 @@ def test_gradient_flows_to_ws_and_inputs_are_untouched(G):
     assert torch.equal(ws.detach(), keep)
 
 
-def test_vmap_functional_call_with_per_sample_weights_equals_separate_runs(G):
+@pytest.mark.parametrize("fused", [False, True])
+def test_vmap_functional_call_with_per_sample_weights_equals_separate_runs(G, fused):
     """RLS+ fine-tunes one weight copy per image: one vmapped pass == B separate passes."""
     batch = 3
     ws = G.mapping(_z(batch)).detach()
@@ -294,7 +307,7 @@ def test_vmap_functional_call_with_per_sample_weights_equals_separate_runs(G):
     }
 
     def one(p, w):
-        return functional_call(syn, {**p, **buffers}, (w[None],))[0]
+        return functional_call(syn, {**p, **buffers}, (w[None],), {"fused_modconv": fused})[0]
 
     batched = vmap(one)(params, ws)
     separate = torch.stack([one({k: v[i] for k, v in params.items()}, ws[i]) for i in range(batch)])
@@ -321,8 +334,8 @@ def test_modulated_conv2d_matches_per_sample_plain_convolution():
     weight = torch.randn(5, 4, 3, 3, generator=gen)
     styles = torch.randn(2, 4, generator=gen)
     f = ops.setup_filter([1, 3, 3, 1])
-    for up in (1, 2):
-        out = ops.modulated_conv2d(x, weight, styles, up=up, resample_filter=f)
+    for up, fused in [(1, False), (1, True), (2, False), (2, True)]:
+        out = ops.modulated_conv2d(x, weight, styles, up=up, resample_filter=f, fused=fused)
         assert out.shape == (2, 5, 6 * up, 6 * up)
         for b in range(2):
             w = weight * styles[b].reshape(1, -1, 1, 1)

@@ -44,13 +44,15 @@ def test_mapping_matches_reference(name):
     assert (ws7 - t["ws_psi07_cutoff3"]).abs().max() <= TOL
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("name", CASES)
-def test_synthesis_matches_reference(name):
+def test_synthesis_matches_reference(name, fused):
     G, t, c, psi, cutoff = _load(name)
+    kw = dict(fused_modconv=fused)
     with torch.no_grad():
-        img_const = G.synthesis(t["ws_psi07_cutoff3"], noise_mode="const")
-        img_none = G.synthesis(t["ws_psi1"], noise_mode="none")
-        img_full = G(t["z"], c, truncation_psi=psi, truncation_cutoff=cutoff, noise_mode="const")
+        img_const = G.synthesis(t["ws_psi07_cutoff3"], noise_mode="const", **kw)
+        img_none = G.synthesis(t["ws_psi1"], noise_mode="none", **kw)
+        img_full = G(t["z"], c, truncation_psi=psi, truncation_cutoff=cutoff, **kw)
     assert (img_const - t["img_const_psi07_cutoff3"]).abs().max() <= TOL
     assert (img_none - t["img_none_psi1"]).abs().max() <= TOL
     assert (img_full - t["img_const_psi07_cutoff3"]).abs().max() <= TOL

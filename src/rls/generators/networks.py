@@ -230,10 +230,16 @@ class SynthesisLayer(nn.Module):
         noise_mode: str = "const",
         noise: torch.Tensor | None = None,
         gain: float = 1,
+        fused_modconv: bool = False,
     ) -> torch.Tensor:
         styles = self.affine(w)
         x = ops.modulated_conv2d(
-            x, self.weight, styles, up=self.up, resample_filter=self.resample_filter
+            x,
+            self.weight,
+            styles,
+            up=self.up,
+            resample_filter=self.resample_filter,
+            fused=fused_modconv,
         )
         if self.use_noise:
             if noise is not None:
@@ -271,9 +277,9 @@ class ToRGBLayer(nn.Module):
             self.weight.copy_(torch.randn(self.weight.shape, generator=gen))
             self.bias.zero_()
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = False):
         styles = self.affine(w) * self.weight_gain
-        x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
         return ops.bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
 
 
@@ -343,23 +349,26 @@ class SynthesisBlock(nn.Module):
         ws: torch.Tensor,
         noise_mode: str = "const",
         noise: Sequence[torch.Tensor | None] = (None, None),
+        fused_modconv: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``ws``: ``[B, num_conv + num_torgb, w_dim]``; ``noise``: one entry per conv."""
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode, noise[0])
+            x = self.conv1(x, ws[:, 0], noise_mode, noise[0], fused_modconv=fused_modconv)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, ws[:, 0], noise_mode, noise[0])
-            x = self.conv1(x, ws[:, 1], noise_mode, noise[1], gain=math.sqrt(0.5))
+            x = self.conv0(x, ws[:, 0], noise_mode, noise[0], fused_modconv=fused_modconv)
+            x = self.conv1(
+                x, ws[:, 1], noise_mode, noise[1], gain=math.sqrt(0.5), fused_modconv=fused_modconv
+            )
             x = y + x
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode, noise[0])
-            x = self.conv1(x, ws[:, 1], noise_mode, noise[1])
+            x = self.conv0(x, ws[:, 0], noise_mode, noise[0], fused_modconv=fused_modconv)
+            x = self.conv1(x, ws[:, 1], noise_mode, noise[1], fused_modconv=fused_modconv)
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter)
         if self.num_torgb:
-            y = self.torgb(x, ws[:, self.num_conv])
+            y = self.torgb(x, ws[:, self.num_conv], fused_modconv)
             img = y if img is None else img + y
         return x, img
 
@@ -435,12 +444,15 @@ class SynthesisNetwork(nn.Module):
         x: torch.Tensor | None = None,
         img: torch.Tensor | None = None,
         noise_mode: str = "const",
+        fused_modconv: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run blocks ``[start, stop)``; return the feature map leaving block ``stop - 1``
         (entering block ``stop``) and the running RGB image (skip architecture).
 
         ``ws`` is the full ``[B, num_ws, w_dim]`` code; ``noise`` the full per-layer list (or
-        None). ``start > 0`` needs ``x`` (and ``img`` for 'skip') from a previous call.
+        None). ``fused_modconv``: see ``ops.modulated_conv2d`` (same result; the default
+        unfused form is faster on CPU, mostly in the backward pass). ``start > 0`` needs ``x``
+        (and ``img`` for 'skip') from a previous call.
         """
         blocks = self.blocks
         stop = len(blocks) if stop is None else stop
@@ -457,7 +469,8 @@ class SynthesisNetwork(nn.Module):
         for i in range(start, stop):
             first, count = offsets[i]
             block_noise = noise[noise_offsets[i] : noise_offsets[i] + blocks[i].num_noise]
-            x, img = blocks[i](x, img, ws[:, first : first + count], noise_mode, block_noise)
+            block_ws = ws[:, first : first + count]
+            x, img = blocks[i](x, img, block_ws, noise_mode, block_noise, fused_modconv)
         return x, img
 
     def forward(
@@ -465,9 +478,11 @@ class SynthesisNetwork(nn.Module):
         ws: torch.Tensor,
         noise_mode: str = "const",
         noise: Sequence[torch.Tensor | None] | None = None,
-        **unused,  # official call kwargs (force_fp32, fused_modconv): compute is always fp32
+        fused_modconv: bool | None = None,
+        **unused,  # official call kwargs (force_fp32): compute is always fp32
     ) -> torch.Tensor:
-        return self.forward_blocks(ws, noise, noise_mode=noise_mode)[1]
+        fused = bool(fused_modconv)
+        return self.forward_blocks(ws, noise, noise_mode=noise_mode, fused_modconv=fused)[1]
 
     def _check_noise(self, noise, batch: int) -> list[torch.Tensor | None]:
         shapes = self.noise_shapes()
@@ -544,10 +559,11 @@ class Generator(nn.Module):
         truncation_cutoff: int | None = None,
         noise_mode: str = "const",
         noise: Sequence[torch.Tensor | None] | None = None,
-        **unused,  # official call kwargs (force_fp32, fused_modconv)
+        fused_modconv: bool | None = None,
+        **unused,  # official call kwargs (force_fp32)
     ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, noise=noise)
+        return self.synthesis(ws, noise_mode=noise_mode, noise=noise, fused_modconv=fused_modconv)
 
 
 def _check_shape(t: torch.Tensor | None, name: str, dim: int) -> None:

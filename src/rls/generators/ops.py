@@ -122,31 +122,50 @@ def modulated_conv2d(
     demodulate: bool = True,
     up: int = 1,
     resample_filter: torch.Tensor | None = None,
+    fused: bool = True,
 ) -> torch.Tensor:
-    """StyleGAN2 modulated convolution (Karras et al. 2020, Eq. 1-3), fused per sample.
+    """StyleGAN2 modulated convolution (Karras et al. 2020, Eq. 1-3).
 
-    ``w'_bijk = s_bi * w_ijk`` then, if ``demodulate``, ``w''_bijk = w'_bijk / sqrt(sum w'^2)``;
-    one grouped convolution applies each sample's own weights (no Python loop over the batch).
-    ``up=2`` runs a stride-2 transposed convolution followed by the low-pass filter,
-    with the same padding as the official ``conv2d_resample``, so outputs are ``2H x 2W``.
+    ``w'_bijk = s_bi * w_ijk`` then, if ``demodulate``, ``w''_bijk = w'_bijk / sqrt(sum w'^2)``.
+    ``fused=True`` applies each sample's own weights in one grouped convolution (no Python loop
+    over the batch); ``fused=False`` scales the activations before and after one shared-weight
+    convolution instead (same result; its backward needs no weight gradient when the weights
+    are frozen, which makes it faster for latent search). ``up=2`` runs a stride-2 transposed
+    convolution followed by the low-pass filter, with the padding of the official
+    ``conv2d_resample``, so outputs are ``2H x 2W``.
     """
-    batch, in_ch, h, w_ = x.shape
+    batch, in_ch = x.shape[:2]
     out_ch, _, kh, kw = weight.shape
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_ch, 1, 1)  # [B, O, I, kh, kw]
+    if fused:
+        w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_ch, 1, 1)  # [B, O, I, kh, kw]
+        if demodulate:
+            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [B, O]
+            w = w * dcoefs.reshape(batch, out_ch, 1, 1, 1)
+        x = x.reshape(1, batch * in_ch, *x.shape[2:])
+        x = _conv(x, w.reshape(batch * out_ch, in_ch, kh, kw), up, resample_filter, groups=batch)
+        return x.reshape(batch, out_ch, *x.shape[2:])
+    x = x * styles.reshape(batch, in_ch, 1, 1)
+    x = _conv(x, weight, up, resample_filter, groups=1)
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [B, O]
-        w = w * dcoefs.reshape(batch, out_ch, 1, 1, 1)
-    x = x.reshape(1, batch * in_ch, h, w_)
+        # sum_{i,k} (s_bi w_oik)^2 = sum_i s_bi^2 (sum_k w_oik^2): a [B, I] @ [I, O] product
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        x = x * dcoefs.reshape(batch, out_ch, 1, 1)
+    return x
+
+
+def _conv(x, w, up, resample_filter, groups):
+    """Correlation with ``w`` (padding k//2), or the official 2x up path for ``up=2``."""
+    out_ch, in_ch, kh, kw = w.shape
     if up == 1:
-        x = F.conv2d(x, w.reshape(batch * out_ch, in_ch, kh, kw), padding=kh // 2, groups=batch)
-    else:
-        # Transposed-conv weights are [in, out/groups, kh, kw]; the official up path correlates
-        # without flipping, i.e. a plain conv_transpose2d of the unflipped kernel.
-        wt = w.transpose(1, 2).reshape(batch * in_ch, out_ch, kh, kw)
-        x = F.conv_transpose2d(x, wt, stride=up, groups=batch)
-        fw = resample_filter.shape[-1]
-        p = kw // 2
-        p0 = p + (fw + up - 1) // 2 - (kw - 1)
-        p1 = p + (fw - up) // 2 - (kw - up)
-        x = fir_filter(x, resample_filter, [p0, p1, p0, p1], gain=up * up)
-    return x.reshape(batch, out_ch, *x.shape[2:])
+        return F.conv2d(x, w, padding=kh // 2, groups=groups)
+    # Transposed-conv weights are [in, out/groups, kh, kw]; the official up path correlates
+    # without flipping, i.e. a plain conv_transpose2d of the unflipped kernel.
+    wt = w.reshape(groups, out_ch // groups, in_ch, kh, kw).transpose(1, 2)
+    x = F.conv_transpose2d(
+        x, wt.reshape(groups * in_ch, out_ch // groups, kh, kw), stride=up, groups=groups
+    )
+    fw = resample_filter.shape[-1]
+    p = kw // 2
+    p0 = p + (fw + up - 1) // 2 - (kw - 1)
+    p1 = p + (fw - up) // 2 - (kw - up)
+    return fir_filter(x, resample_filter, [p0, p1, p0, p1], gain=up * up)
