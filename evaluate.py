@@ -117,6 +117,18 @@ def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module):
     return flow.eval()
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Clear errors for configurations that compose but cannot run."""
+    if "_group_" in cfg or "_group_" in (cfg.get("method") or {}):
+        raise ValueError(
+            "a configs/method/*.yaml file starts with '# @package _group_._name_', which Hydra "
+            "1.3 does not expand (the methods land in one '_group_._name_' node and overwrite "
+            "each other); start it with '# @package method.<name>' instead"
+        )
+    if not cfg.get("method"):
+        raise ValueError("no method configured: pass e.g. method=[rls,rls_plus]")
+
+
 def build_methods(cfg: DictConfig) -> dict:
     """``{name: Method}`` from the ``method`` group (one entry per ``method=[...]`` item)."""
     if not cfg.method:
@@ -190,6 +202,7 @@ def evaluate(cfg: DictConfig) -> Path:
     from rls.degradations import build_degradation
     from rls.lit.search_module import SearchModule
 
+    check_config(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
