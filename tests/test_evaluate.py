@@ -37,15 +37,6 @@ def wplus_l1(steps: int = 4, lr: float = 0.05, name: str = "wplus") -> Method:
     return Method(name, [stage], notes=f"{name}: test recipe")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny networks on a shared 2-core machine run 10x faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def G():
     return load_generator("tiny")
@@ -175,8 +166,8 @@ def test_evaluate_command_runs_a_corruption_at_another_scale(tmp_path):
 
     cfg = _compose(
         [
-            "method=[pulse]",
-            "method.pulse.steps=3",
+            "method=[wplus]",
+            "method.wplus.steps=3",
             "corruption=gaussian_noise",
             "scale=16",
             "data.dataset.n=2",
@@ -191,7 +182,7 @@ def test_evaluate_command_runs_a_corruption_at_another_scale(tmp_path):
     assert report == tmp_path / "report.html" and report.exists()
     rows = read_rows(tmp_path / "results.csv")
     assert {(r["method"], r["scale"], r["corruption"]) for r in rows} == {
-        ("pulse", "16", "gaussian_noise"),
+        ("wplus", "16", "gaussian_noise"),
         ("bicubic", "16", "gaussian_noise"),
     }
     assert len(rows) == 2 * 2 and all(r["status"] == "ok" for r in rows)
