@@ -12,7 +12,12 @@ from PIL import Image
 
 from callbacks.report import ReportWriter
 from callbacks.results import ResultsWriter, finished_pairs, image_path, read_rows
-from rls.data import GeneratorSampleDataset, ImageFolderDataset, RestorationDataModule
+from rls.data import (
+    GeneratorSampleDataset,
+    ImageFolderDataset,
+    LRFolderDataset,
+    RestorationDataModule,
+)
 from rls.degradations import build_degradation
 from rls.generators import load_generator
 from rls.lit.search_module import SearchModule
@@ -279,3 +284,18 @@ def test_demo_orderings_flow_prior_and_fidelity_stage(demo_run):
 )
 def test_demo_rls_beats_bicubic_on_hr_psnr(demo_run):
     assert demo_run["rls"]["psnr"]["mean"] > demo_run["bicubic"]["psnr"]["mean"]
+
+
+def test_lr_only_inputs_are_restored_and_scored_on_the_lr_side(tmp_path, G):
+    folder = tmp_path / "lr"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (4, 4), (60 * i, 90, 30)).save(folder / f"small{i}.png")
+    data = RestorationDataModule(LRFolderDataset(folder), batch_size=2)
+    module = _module(G, methods={"wplus": wplus_l1()}, bicubic_baseline=True)
+    _trainer(tmp_path / "run").test(module, datamodule=data, verbose=False)
+    rows = read_rows(tmp_path / "run" / "results.csv")
+    assert len(rows) == 2 * 2 and all(r["status"] == "ok" for r in rows)
+    assert all(r["psnr"] == "" and float(r["lr_psnr"]) > 0 for r in rows)  # no HR to compare
+    assert Image.open(image_path(tmp_path / "run", "wplus", "small1")).size == (32, 32)
+    assert not image_path(tmp_path / "run", "hr", "small1").exists()
