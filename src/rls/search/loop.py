@@ -311,7 +311,11 @@ def search(
     """Restore the batch ``y`` ``[B, C, r, r]`` (in [0, 1]) with ``method``; one signature
     for every method. ``seeds`` (int64 ``[B]``, see :mod:`rls.seeding`) drive every random
     draw of each image, so the result of an image does not depend on its batch.
-    ``callback(step, stage, losses)`` receives per-image ``[B]`` loss terms every step.
+    ``callback(step, stage, losses)`` receives per-image ``[B]`` loss terms every step
+    (step counted over all stages; not called for reruns, nor with ``num_samples > 1``).
+    G, D, prior and perceptual are put in eval mode with frozen parameters for the search
+    and restored after. Float32 convolutions give batch-size-dependent rounding (~1e-6)
+    that a long non-convex search can amplify; the algorithm itself couples no images.
     """
     t0 = time.perf_counter()
     seeds = torch.as_tensor(seeds, dtype=torch.int64).cpu().reshape(-1)
