@@ -123,12 +123,14 @@ class StageClock:
 
 
 def summarise(values: torch.Tensor) -> dict:
-    values = values.double()
+    values = values.double().cpu()
     if torch.isnan(values).all():
-        return {"mean": None, "std": None}
+        return {"mean": None, "std": None, "median": None, "values": []}
     return {
         "mean": values.nanmean().item(),
         "std": values.std().item() if values.numel() > 1 else 0.0,
+        "median": values.nanmedian().item(),
+        "values": [round(v, 4) for v in values.tolist()],
     }
 
 
@@ -153,13 +155,15 @@ def run_scale(G, prior, scale: int, n: int, s: float, lpips_alex) -> dict:
             "notes": notes,
             "failed": sum(st == "failed" for st in status),
         }
-        print(
-            f"  x{scale} {name:>15}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()),
-            flush=True,
-        )
+        shown = {k: v for k, v in row.items() if k != "flow_nll"}
+        shown["flow_nll_median"] = row["flow_nll"]["median"]
+        line = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
+        print(f"  x{scale} {name:>15}: {line}", flush=True)
         return row
 
-    rows = {}
+    # reference: the flow NLL of the targets' own (true) W+ codes
+    true_w = torch.stack([it["w"] for it in items]).float()
+    rows = {"target (true w)": {"flow_nll": summarise(flow_nll(prior, true_w))}}
     clock = StageClock()
     out = search(rls_sweep_method(s), G, y, D, seeds, prior=prior, callback=clock)
     clock.close()
@@ -184,7 +188,7 @@ def run_scale(G, prior, scale: int, n: int, s: float, lpips_alex) -> dict:
 
 def _fmt(v) -> str:
     if isinstance(v, dict):
-        return "n/a" if v["mean"] is None else f"{v['mean']:.3f}±{v['std']:.3f}"
+        return "n/a" if v["mean"] is None else f"{v['mean']:.2f} ± {v['std']:.2f}"
     if isinstance(v, float):
         return f"{v:.2f}"
     return str(v)
@@ -197,14 +201,20 @@ def markdown(results: dict, meta: dict) -> str:
             f"**x{scale}** (LR {meta['resolution'] // int(scale)}², {meta['n']} images, "
             f"step counts x{meta['step_scale']:g} of the authors')",
             "",
-            "| method | LR-PSNR ↑ | HR-PSNR ↑ | LPIPS-Alex ↓ | flow NLL ↓ | s / image | notes |",
+            "| method | LR-PSNR ↑ | HR-PSNR ↑ | LPIPS-Alex ↓ | flow NLL (median) ↓ | s / image "
+            "| notes |",
             "|---|---|---|---|---|---|---|",
         ]
         for name, r in rows.items():
+            if "lr_psnr" not in r:  # the reference row: only the realism scale
+                nll = r["flow_nll"]
+                lines.append(f"| *{name}* | | | | *{nll['median']:.1f}* | | reference |")
+                continue
             lp = "n/a (weights offline)" if r["lpips_alex"] is None else _fmt(r["lpips_alex"])
             lines.append(
                 f"| {name} | {_fmt(r['lr_psnr'])} | {_fmt(r['hr_psnr'])} | {lp} | "
-                f"{_fmt(r['flow_nll'])} | {r['seconds_per_image']:.2f} | {r['notes'] or ''} |"
+                f"{r['flow_nll']['median']:.1f} | {r['seconds_per_image']:.2f} "
+                f"| {r['notes'] or ''} |"
             )
         lines.append("")
     return "\n".join(lines)
