@@ -207,3 +207,29 @@ def test_rls_plus_batch_independence_and_reproducibility(G, prior, problem):
         alone = search(method, G, y[b : b + 1], D, seeds[b : b + 1], prior=prior)
         torch.testing.assert_close(alone.images[0], batch.images[b], atol=1e-4, rtol=0)
         torch.testing.assert_close(alone.latents[0], batch.latents[b], atol=1e-4, rtol=0)
+
+
+def test_rls_more_starts_never_lose_on_total_loss(G, prior, problem):
+    D, y, seeds = problem
+    one = search(build_method("rls", steps=4), G, y, D, seeds, prior=prior)
+    two = search(build_method("rls", steps=4, num_starts=2), G, y, D, seeds, prior=prior)
+    assert (two.history["total"].min(0).values <= one.history["total"].min(0).values + 1e-5).all()
+
+
+def test_rls_plus_without_weight_tuning_is_latent_and_noise_only(G, prior, problem):
+    D, y, seeds = problem
+    frozen = build_method("rls_plus", anchor=dict(steps=3), steps=3, lr_weights=0.0)
+    tuned = build_method("rls_plus", anchor=dict(steps=3), steps=3)
+    a = search(frozen, G, y, D, seeds, prior=prior)
+    b = search(tuned, G, y, D, seeds, prior=prior)
+    torch.testing.assert_close(a.extras["rls_images"], b.extras["rls_images"])
+    assert not torch.allclose(a.images, b.images)  # the weight deltas do change the image
+
+
+def test_bad_method_configs_fail_clearly():
+    with pytest.raises(KeyError, match="unknown search method 'rlss'.*rls_plus"):
+        build_method("rlss")
+    with pytest.raises(ValueError, match="constraint must be one of"):
+        build_method("rls_plus", constraint="theta")
+    with pytest.raises(ValueError, match="space must be one of"):
+        build_method("rls", space="z")
