@@ -8,7 +8,9 @@ is the output. Steps by scale: ×8: 80, ×16: 70, ×32: 30, ×64: 20 (nearest in
 otherwise).
 
 The generator is never modified: θ = θ0 + Δθ_b with a per-image delta Δθ_b, rendered for
-the whole batch in one pass by ``torch.func.vmap`` over ``functional_call``.
+the whole batch in one pass by ``torch.func.vmap`` over ``functional_call``. The noise maps
+start from the anchor's (so stage 2 starts exactly at the anchor image; the authors' script
+drew fresh ones), the finer ones stay fixed.
 
 ``constraint`` (paper vs code, method.md §4):
 - ``latent`` (the authors' code, default): each row w_i − w_B,i is projected onto the ℓ1
