@@ -233,3 +233,10 @@ def test_bad_method_configs_fail_clearly():
         build_method("rls_plus", constraint="theta")
     with pytest.raises(ValueError, match="space must be one of"):
         build_method("rls", space="z")
+
+
+def test_method_variant_keeps_its_display_name():
+    """configs: ``method`` is the registry key, ``name`` the display name (e.g. a sweep)."""
+    variant = build_method("rls_plus_r0.5", method="rls_plus", radius=0.5)
+    assert variant.name == "rls_plus_r0.5" and variant.config["radius"] == 0.5
+    assert build_method("rls_w").name == "rls_w"

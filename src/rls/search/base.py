@@ -159,9 +159,15 @@ def register(name: str):
     return deco
 
 
-def build_method(name: str, **cfg) -> Method:
-    """Build a registered method from its config (``configs/method/<name>.yaml``)."""
-    if name not in METHODS:
+def build_method(name: str, method: str | None = None, **cfg) -> Method:
+    """Build a registered method from its config (``configs/method/<name>.yaml``).
+
+    ``method`` is the registry key and ``name`` the method's display name (results rows,
+    report); without ``method`` the name is the key. So a variant is a config with e.g.
+    ``method: rls_plus`` and ``name: rls_plus_r0.5``.
+    """
+    key = method or name
+    if key not in METHODS:
         known = ", ".join(sorted(METHODS)) or "none"
-        raise KeyError(f"unknown search method {name!r}; registered: {known}")
-    return METHODS[name](**cfg)
+        raise KeyError(f"unknown search method {key!r}; registered: {known}")
+    return METHODS[key](name=name, **cfg)
