@@ -37,8 +37,8 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-th { background: #f3f3f3; } td.text { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; } td.text { text-align: left; white-space: normal; }
 .grid td { text-align: center; vertical-align: top; border: none; padding: 4px; }
 .grid img { width: 128px; height: 128px; image-rendering: pixelated; display: block; }
 .caption { font-size: 0.75em; color: #555; }
@@ -115,6 +115,10 @@ def _plot(rows: list[dict], methods: list[str]) -> str:
             dots = ax.scatter(xs, ys, s=18, alpha=0.6, label=method)
             mean = ([sum(xs) / len(xs)], [sum(ys) / len(ys)])
             ax.scatter(*mean, s=160, marker="*", color=dots.get_facecolor()[0], edgecolors="k")
+        ys_all = [_float(r[column]) for r in rows if r["status"] == "ok"]
+        ys_all = [v for v in ys_all if math.isfinite(v)]
+        if ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > 100:
+            ax.set_yscale("log")  # e.g. unregularised W+ codes sit orders of magnitude higher
         ax.set_xlabel("PSNR (dB) → more faithful")
         ax.set_ylabel(f"{label} → less realistic" if "↓" in label else label)
         ax.grid(alpha=0.3)
