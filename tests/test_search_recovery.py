@@ -111,19 +111,14 @@ def assert_must_show(out: dict, hr_margin_db: float, min_lr_psnr: float) -> None
 
 
 def test_rls_recovers_targets_fast(G, flow):
-    """A shorter run on 3 images (the default suite; ~15 s on one core).
-
-    Measured (HR PSNR, dB): bicubic 17.94 / 16.70 / 16.85, RLS 16.09 / 19.43 / 18.45."""
+    """A shorter run on 3 images (the default suite; ~15 s on one core). Run with ``-s``
+    to print the per-image numbers."""
     out = recovery(G, flow, n_images=3, rls_steps=150, plus_steps=20)
     assert_must_show(out, hr_margin_db=0.5, min_lr_psnr=22.0)
 
 
 @pytest.mark.slow
 def test_rls_recovers_targets_full(G, flow):
-    """The authors' settings: RLS 500 steps, RLS+ 80 steps (×8), 4 images.
-
-    Measured: HR PSNR bicubic 17.94 / 16.70 / 16.85 / 20.20 (mean 17.92), W+ mean 19.52,
-    RLS 15.96 / 21.00 / 20.43 / 18.27 (mean 18.92), RLS+ mean 19.39; LR-PSNR RLS mean 26.2,
-    RLS+ mean 28.8 (every image higher); flow NLL true w 23-45, RLS 50-59, W+ 3e4-2e5."""
+    """The authors' settings: RLS 500 steps, RLS+ 80 steps (×8), 4 images (~2 min)."""
     out = recovery(G, flow, n_images=4, rls_steps=500, plus_steps=80)
     assert_must_show(out, hr_margin_db=0.5, min_lr_psnr=25.0)
