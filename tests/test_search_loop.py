@@ -179,3 +179,39 @@ def test_generator_state_restored_and_inference_mode_input_accepted():
         res = search(toy_method(steps=3), G, y_inf, D, seeds)
     assert G.training and all(p.requires_grad for p in G.parameters())
     assert torch.isfinite(res.images).all()
+
+
+def test_two_stages_chain_through_state_with_global_steps_and_intermediate_extras():
+    """Stage 2 starts from stage 1's chosen iterate (ctx.state), the callback counts steps
+    over both stages, and stage 1's result is returned in extras."""
+    first = toy_method(steps=6).stages[0]
+
+    def init_second(ctx):
+        return {"w": ctx.state["toy"].latents.clone()}
+
+    second = Stage(
+        name="refine",
+        steps=4,
+        init=init_second,
+        render=first.render,
+        losses=first.losses,
+        optim=[OptimGroup(vars=["w"], lr=0.01)],
+        select="last",
+    )
+    G, D, y, seeds = make_problem(B=2)
+    calls = []
+    res = search(
+        Method(name="two", stages=[first, second]), G, y, D, seeds,
+        callback=lambda s, n, l: calls.append((s, n)),
+    )  # fmt: skip
+    assert [c[0] for c in calls] == list(range(10))
+    assert [c[1] for c in calls] == ["toy"] * 6 + ["refine"] * 4
+    assert res.steps == 10 and res.history["total"].shape == (10, 2)
+    assert res.history["toy/total"].shape == (6, 2) and res.history["refine/l1"].shape == (4, 2)
+    anchor = search(toy_method(steps=6), G, y, D, seeds)
+    torch.testing.assert_close(res.extras["toy_latents"], anchor.latents)
+    torch.testing.assert_close(res.extras["toy_images"], anchor.images)
+    # stage 2's first step evaluates exactly the anchor
+    w = anchor.latents
+    anchor_total = 10 * lr_l1(D, to_unit(G(w)), y) + 1e-3 * w.pow(2).sum((1, 2))
+    torch.testing.assert_close(res.history["refine/total"][0], anchor_total)
