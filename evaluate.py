@@ -200,7 +200,7 @@ def evaluate(cfg: DictConfig) -> Path:
 
     from callbacks.results import finished_pairs
     from rls.degradations import build_degradation
-    from rls.lit.search_module import SearchModule
+    from rls.lit.search_module import SearchModule, anchor_sources
 
     check_config(cfg)
     if cfg.get("threads"):
@@ -232,6 +232,7 @@ def evaluate(cfg: DictConfig) -> Path:
         corruption=str(corruption.get("name", "custom")),
         skip=done,
         bicubic_baseline=bool(cfg.get("bicubic_baseline", False)),
+        anchor_from=anchor_sources(methods) if cfg.get("reuse_rls_anchor", True) else None,
     )
     datamodule = instantiate(cfg.data, generator=G)
     trainer = build_trainer(cfg, run_dir)

@@ -307,3 +307,32 @@ def test_lr_only_inputs_are_restored_and_scored_on_the_lr_side(tmp_path, G):
     assert all(r["psnr"] == "" and float(r["lr_psnr"]) > 0 for r in rows)  # no HR to compare
     assert Image.open(image_path(tmp_path / "run", "wplus", "small1")).size == (32, 32)
     assert not image_path(tmp_path / "run", "hr", "small1").exists()
+
+
+def test_rls_results_can_be_read_off_the_rls_plus_anchor(tmp_path, G):
+    """With the same RLS recipe, RLS's rows equal RLS+'s stage 1: no need to search twice."""
+    from rls.lit.search_module import anchor_sources
+    from rls.search import build_method
+
+    recipe = dict(steps=4, lambda_logp=0.0, lambda_pn=0.0)  # no prior needed
+    methods = {
+        "rls": build_method("rls", **recipe),
+        "rls_plus": build_method("rls_plus", anchor=recipe, steps=3),
+    }
+    assert anchor_sources(methods) == {"rls": "rls_plus"}
+    other = {"rls": build_method("rls", **{**recipe, "steps": 5}), "rls_plus": methods["rls_plus"]}
+    assert anchor_sources(other) == {}  # a different recipe is searched on its own
+
+    rows = {}
+    for reuse in (False, True):
+        module = _module(G, methods=methods, anchor_from=anchor_sources(methods) if reuse else {})
+        _trainer(tmp_path / str(reuse)).test(module, datamodule=_generated(G, 2), verbose=False)
+        rows[reuse] = {
+            (r["image_id"], r["method"]): r
+            for r in read_rows(tmp_path / str(reuse) / "results.csv")
+        }
+    assert rows[True].keys() == rows[False].keys()
+    for key, row in rows[False].items():
+        assert float(rows[True][key]["psnr"]) == pytest.approx(float(row["psnr"]), abs=1e-4)
+        assert rows[True][key]["steps"] == row["steps"]
+    assert "rls_plus's anchor" in rows[True][("gen00000", "rls")]["notes"]

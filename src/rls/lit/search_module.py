@@ -18,12 +18,50 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rls.search import Method, search
+from rls.search import Method, SearchResult, search
 from rls.search.losses import flow_nll
 from rls.seeding import seeds_for
 
 OBSERVE_SALT = "observe"  # the corruption noise of image i comes from seed_from_id(i, this)
 SEARCH_SALT = "search"  # starts, noise maps and restarts of image i
+
+
+def anchor_sources(methods: Mapping[str, Method]) -> dict[str, str]:
+    """``{rls_name: rls_plus_name}`` where an RLS+ method's anchor stage is exactly an RLS
+    method of the run (same config, one sample): its anchor is then that method's result,
+    so it need not be searched twice (method.md §4: RLS+ starts from the RLS solution)."""
+    found = {}
+    for target, m in methods.items():
+        for source, other in methods.items():
+            anchor = other.config.get("anchor") if isinstance(other.config, dict) else None
+            if (
+                target != source
+                and target not in found
+                and anchor is not None
+                and dict(anchor) == dict(m.config)
+                and m.num_samples == other.num_samples == 1
+            ):
+                found[target] = source
+    return found
+
+
+def stage_result(
+    result: SearchResult, stage: str, rows: list[int], notes: str = ""
+) -> SearchResult:
+    """The intermediate ``stage`` of a multi-stage search as a result of its own (rows
+    ``rows``): images/latents from its extras, its loss curves, its share of the time."""
+    history = {k: v[:, rows] for k, v in result.history.items() if k.startswith(f"{stage}/")}
+    history["total"] = history[f"{stage}/total"]
+    steps = history["total"].shape[0]
+    return SearchResult(
+        images=result.extras[f"{stage}_images"][rows],
+        latents=result.extras[f"{stage}_latents"][rows],
+        history=history,
+        status=[result.status[r] for r in rows],
+        steps=steps,
+        seconds=result.seconds * steps / max(result.steps, 1) * len(rows) / len(result.status),
+        notes=notes,
+    )
 
 
 class SearchModule(pl.LightningModule):
@@ -42,6 +80,9 @@ class SearchModule(pl.LightningModule):
         history_images: how many images per batch return their loss curves (for W&B).
         bicubic_baseline: also score bicubic upsampling of y as the method ``bicubic``
             (the reference every search must beat on HR PSNR).
+        anchor_from: ``{method: source}``: take ``method``'s results from the ``rls`` stage
+            of ``source`` instead of searching again (RLS from RLS+'s anchor; only valid
+            when the anchor's config equals the method's: :func:`anchor_sources`).
     """
 
     def __init__(
@@ -57,6 +98,7 @@ class SearchModule(pl.LightningModule):
         skip: Iterable[tuple[str, str]] = (),
         history_images: int = 4,
         bicubic_baseline: bool = False,
+        anchor_from: Mapping[str, str] | None = None,
     ):
         super().__init__()
         if not methods:
@@ -72,6 +114,10 @@ class SearchModule(pl.LightningModule):
         self.corruption = corruption
         self.skip = set(skip)
         self.history_images = history_images
+        self.anchor_from = dict(anchor_from or {})
+        for target, source in self.anchor_from.items():
+            if target not in self.methods or source not in self.methods:
+                raise ValueError(f"anchor_from: {target!r} <- {source!r}: both must be methods")
         self.baselines = ["bicubic"] if bicubic_baseline else []
         self.methods_and_baselines = [*self.baselines, *self.methods]
         self.dataset_metrics: dict[str, dict[str, float]] = {}
@@ -131,51 +177,68 @@ class SearchModule(pl.LightningModule):
         if self.baselines and pending["bicubic"]:
             rows += self._bicubic(ids, pending["bicubic"], y, hr, images)
 
+        derived = {  # methods read off another's intermediate stage (same images only)
+            name: source
+            for name, source in self.anchor_from.items()
+            if pending[name] and set(pending[name]) <= set(pending[source])
+        }
+        out = (ids, y, hr, w_true, rows, images, histories)
         for name, method in self.methods.items():
             index = pending[name]
-            if not index:
+            if not index or name in derived:
                 continue
             sel = torch.tensor(index, device=y.device)
             result = search(
                 method, self.G, y[sel], self.D, seeds[index], self.prior, self.perceptual
             )
-            sr = result.images
-            hr_sel = hr[sel] if hr is not None else None
-            w_sel = w_true[sel] if w_true is not None else None
-            measured = self._measure(name, sr, hr_sel, y[sel], result.latents, w_sel)
-            nll = self.latent_nll(result.latents)
-            seconds = result.seconds / len(index)  # the batch ran together: share its time
-            for j, i in enumerate(index):
-                status = result.status[j]
-                notes = [result.notes] if result.notes else []
-                if status == "restarted":
-                    notes.append("restarted after a non-finite loss")
-                if status == "failed":
-                    notes.append("non-finite loss on every restart")
-                rows.append(
-                    self._row(
-                        ids[i],
-                        name,
-                        **{k: v[j] for k, v in measured.items()},
-                        flow_nll=nll[j],
-                        steps=result.steps,
-                        seconds=seconds,
-                        status="failed" if status == "failed" else "ok",
-                        notes="; ".join(notes),
-                    )
-                )
-                if status != "failed":  # never write the fallback image of a failed search
-                    images.append((name, ids[i], sr[j].cpu()))
-                samples = result.extras.get("samples")
-                if samples is not None and status != "failed":
-                    for k in range(1, samples.shape[1]):
-                        images.append((f"{name}_samples", f"{ids[i]}_s{k}", samples[j, k].cpu()))
-            keep = min(self.history_images, len(index))
-            histories[name] = {
-                "image_id": [ids[i] for i in index[:keep]],
-                "terms": {k: v[:, :keep].detach().cpu() for k, v in result.history.items()},
-            }
+            self._emit(name, index, result, *out)
+            for target in (t for t, source in derived.items() if source == name):
+                where = [index.index(i) for i in pending[target]]
+                notes = "; ".join(filter(None, [self.methods[target].notes, f"= {name}'s anchor"]))
+                anchor = stage_result(result, "rls", where, notes)
+                self._emit(target, pending[target], anchor, *out)
         return {"rows": rows, "images": images, "histories": histories}
+
+    def _emit(self, name, index, result, ids, y, hr, w_true, rows, images, histories) -> None:
+        """Measure one method's solutions for images ``index`` of the batch; add rows,
+        images and loss curves to the step's outputs."""
+        sel = torch.tensor(index, device=y.device)
+        sr = result.images
+        hr_sel = hr[sel] if hr is not None else None
+        w_sel = w_true[sel] if w_true is not None else None
+        measured = self._measure(name, sr, hr_sel, y[sel], result.latents, w_sel)
+        nll = self.latent_nll(result.latents)
+        seconds = result.seconds / len(index)  # the batch ran together: share its time
+        for j, i in enumerate(index):
+            status = result.status[j]
+            notes = [result.notes] if result.notes else []
+            if status == "restarted":
+                notes.append("restarted after a non-finite loss")
+            if status == "failed":
+                notes.append("non-finite loss on every restart")
+            rows.append(
+                self._row(
+                    ids[i],
+                    name,
+                    **{k: v[j] for k, v in measured.items()},
+                    flow_nll=nll[j],
+                    steps=result.steps,
+                    seconds=seconds,
+                    status="failed" if status == "failed" else "ok",
+                    notes="; ".join(notes),
+                )
+            )
+            if status != "failed":  # never write the fallback image of a failed search
+                images.append((name, ids[i], sr[j].cpu()))
+            samples = result.extras.get("samples")
+            if samples is not None and status != "failed":
+                for k in range(1, samples.shape[1]):
+                    images.append((f"{name}_samples", f"{ids[i]}_s{k}", samples[j, k].cpu()))
+        keep = min(self.history_images, len(index))
+        histories[name] = {
+            "image_id": [ids[i] for i in index[:keep]],
+            "terms": {k: v[:, :keep].detach().cpu() for k, v in result.history.items()},
+        }
 
     def _bicubic(self, ids, index, y, hr, images) -> list[dict]:
         """Rows (and images) of bicubic upsampling of y: the no-prior reference."""
