@@ -162,6 +162,8 @@ def test_tiny_images_are_structured_not_constant(G):
     assert img.shape == (4, 3, 32, 32)
     assert img.std(dim=(2, 3)).min() > 0.05  # spatial variation in every channel
     assert (img[0] - img[1]).abs().mean() > 0.05  # different z, different image
+    assert (img.abs() <= 1).float().mean() > 0.9  # mostly inside [-1, 1], like a trained G
+    assert img.mean().abs() < 0.2
     # smooth: neighbouring pixels agree more than random pairs
     neighbour = (img[..., 1:] - img[..., :-1]).abs().mean()
     shuffled = img.flatten(2)[..., torch.randperm(32 * 32)].reshape(img.shape)

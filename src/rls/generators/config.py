@@ -123,4 +123,20 @@ def build_tiny(seed: int = TINY_SEED, **overrides) -> Generator:
             labels = torch.arange(4096) % G.c_dim
             c = torch.nn.functional.one_hot(labels, G.c_dim).float()
         G.mapping.w_avg.copy_(G.mapping(z, c)[:, 0].mean(dim=0))
+        _calibrate_output(G, z[:256], None if c is None else c[:256])
     return G
+
+
+TINY_IMAGE_STD = 0.5
+
+
+def _calibrate_output(G: Generator, z: torch.Tensor, c: torch.Tensor | None) -> None:
+    """Scale the toRGB weights and shift the last toRGB bias so that images have zero mean
+    per channel and std ``TINY_IMAGE_STD``: like a trained generator's output, mostly inside
+    [-1, 1] (a freshly initialised one has std ~1.3 and saturates a third of its pixels)."""
+    torgbs = [block.torgb for block in G.synthesis.blocks if hasattr(block, "torgb")]
+    img = G(z, c)
+    scale = TINY_IMAGE_STD / img.std()
+    for layer in torgbs:
+        layer.weight.mul_(scale)
+    torgbs[-1].bias.sub_((img * scale).mean(dim=(0, 2, 3)))
