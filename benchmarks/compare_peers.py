@@ -78,6 +78,11 @@ def train_flow(G, steps: int, seed: int = 0) -> WFlow:
     return flow
 
 
+def sweep_name(r: float) -> str:
+    """``rls_plus_r0_25`` ...: the names experiment=radius_sweep gives its methods."""
+    return f"rls_plus_r{r:g}".replace(".", "_")
+
+
 def scaled(n: int, s: float) -> int:
     return max(1, round(n * s))
 
@@ -89,7 +94,7 @@ def rls_sweep_method(s: float) -> Method:
         out = [rls_stage(name="rls", steps=scaled(500, s))]
         for r in RADII:
             stage = rls_plus_stage(ctx, "rls", radius=r)
-            out.append(dataclasses.replace(stage, name=f"rls_plus_r{r:g}"))
+            out.append(dataclasses.replace(stage, name=sweep_name(r)))
         return out
 
     return Method(name="rls+sweep", stages=stages)
@@ -172,7 +177,7 @@ def run_scale(G, prior, scale: int, n: int, s: float, lpips_alex) -> dict:
         "rls", out.extras["rls_images"], out.extras["rls_latents"], t_rls, "", out.status
     )
     for r in RADII:
-        name = f"rls_plus_r{r:g}"
+        name = sweep_name(r)
         stage_out = (
             (out.images, out.latents)
             if r == RADII[-1]

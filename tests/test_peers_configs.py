@@ -56,5 +56,13 @@ def test_compare_experiment_runs_every_peer_and_the_radius_sweep():
     assert {"pulse", "brgm", "ilo", "robust"} <= set(cfg.method)
     sweep = {k: v for k, v in cfg.method.items() if k.startswith("rls_plus_r")}
     assert sorted(v.radius for v in sweep.values()) == [0.25, 0.5, 1.0, 2.0, 4.0]
-    assert all(v.name == f"rls_plus_r{v.radius:g}" for v in sweep.values())
+    assert all(v.name == k for k, v in sweep.items())
     assert cfg.generator.img_resolution == 64 and cfg.data.dataset.n == 8
+
+
+def test_radius_sweep_methods_keep_distinct_names():
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["method=[rls]", "experiment=radius_sweep"])
+    names = [instantiate(v).name for k, v in cfg.method.items() if k.startswith("rls_plus_r")]
+    # distinct, and without dots (the Lightning module keys its methods by name)
+    assert names == [f"rls_plus_r{r}" for r in ("0_25", "0_5", "1", "2", "4")]
