@@ -232,25 +232,35 @@ class SynthesisLayer(nn.Module):
         gain: float = 1,
         fused_modconv: bool = False,
     ) -> torch.Tensor:
-        styles = self.affine(w)
+        # lrelu(conv + noise + b) * g == lrelu(g conv + g noise + g b) for g > 0: the gain and
+        # bias ride on the demodulation (one pass over the activations instead of four).
+        g = self.act_gain * gain
         x = ops.modulated_conv2d(
             x,
             self.weight,
-            styles,
+            self.affine(w),
             up=self.up,
             resample_filter=self.resample_filter,
             fused=fused_modconv,
+            gain=g,
+            bias=self.bias * g,
         )
         if self.use_noise:
             if noise is not None:
-                x = x + noise * self.noise_strength
+                x = x + noise * (self.noise_strength * g)
             elif noise_mode == "const":
-                x = x + self.noise_const * self.noise_strength
+                x = x + self.noise_const * (self.noise_strength * g)
             elif noise_mode == "random":
                 shape = (x.shape[0], 1, self.resolution, self.resolution)
-                x = x + torch.randn(shape, device=x.device, dtype=x.dtype) * self.noise_strength
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return ops.bias_act(x, self.bias, self.activation, gain=self.act_gain * gain, clamp=clamp)
+                noise = torch.randn(shape, device=x.device, dtype=x.dtype)
+                x = x + noise * (self.noise_strength * g)
+        if self.activation == "lrelu":
+            x = torch.nn.functional.leaky_relu(x, 0.2, inplace=True)  # x is our own temporary
+        else:
+            x = ops.bias_act(x, None, self.activation, gain=1)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp * gain, self.conv_clamp * gain)
+        return x
 
 
 class ToRGBLayer(nn.Module):
@@ -279,8 +289,10 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = False):
         styles = self.affine(w) * self.weight_gain
-        x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
-        return ops.bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
+        x = ops.modulated_conv2d(
+            x, self.weight, styles, demodulate=False, fused=fused_modconv, bias=self.bias
+        )
+        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):

@@ -123,8 +123,12 @@ def modulated_conv2d(
     up: int = 1,
     resample_filter: torch.Tensor | None = None,
     fused: bool = True,
+    gain: float = 1.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """StyleGAN2 modulated convolution (Karras et al. 2020, Eq. 1-3).
+    """StyleGAN2 modulated convolution (Karras et al. 2020, Eq. 1-3), times ``gain``, plus
+    ``bias`` (``[O]``); gain and bias are folded into the demodulation so the big activation
+    tensor is touched once after the convolution.
 
     ``w'_bijk = s_bi * w_ijk`` then, if ``demodulate``, ``w''_bijk = w'_bijk / sqrt(sum w'^2)``.
     ``fused=True`` applies each sample's own weights in one grouped convolution (no Python loop
@@ -136,21 +140,28 @@ def modulated_conv2d(
     """
     batch, in_ch = x.shape[:2]
     out_ch, _, kh, kw = weight.shape
+    b = None if bias is None else bias.reshape(1, out_ch, 1, 1)
     if fused:
         w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_ch, 1, 1)  # [B, O, I, kh, kw]
         if demodulate:
             dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [B, O]
-            w = w * dcoefs.reshape(batch, out_ch, 1, 1, 1)
+            w = w * (dcoefs * gain).reshape(batch, out_ch, 1, 1, 1)
+        elif gain != 1:
+            w = w * gain
         x = x.reshape(1, batch * in_ch, *x.shape[2:])
         x = _conv(x, w.reshape(batch * out_ch, in_ch, kh, kw), up, resample_filter, groups=batch)
-        return x.reshape(batch, out_ch, *x.shape[2:])
+        x = x.reshape(batch, out_ch, *x.shape[2:])
+        return x if b is None else x + b
     x = x * styles.reshape(batch, in_ch, 1, 1)
     x = _conv(x, weight, up, resample_filter, groups=1)
     if demodulate:
         # sum_{i,k} (s_bi w_oik)^2 = sum_i s_bi^2 (sum_k w_oik^2): a [B, I] @ [I, O] product
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
-        x = x * dcoefs.reshape(batch, out_ch, 1, 1)
-    return x
+        scale = (dcoefs * gain).reshape(batch, out_ch, 1, 1)
+        return x * scale if b is None else torch.addcmul(b, x, scale)
+    if gain != 1:
+        x = x * gain
+    return x if b is None else x + b
 
 
 def _conv(x, w, up, resample_filter, groups):
