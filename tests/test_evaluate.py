@@ -336,3 +336,22 @@ def test_rls_results_can_be_read_off_the_rls_plus_anchor(tmp_path, G):
         assert float(rows[True][key]["psnr"]) == pytest.approx(float(row["psnr"]), abs=1e-4)
         assert rows[True][key]["steps"] == row["steps"]
     assert "rls_plus's anchor" in rows[True][("gen00000", "rls")]["notes"]
+
+
+def test_set_level_metrics_reach_summary_and_report(tmp_path, G):
+    """FID/KID per method (here on a tiny injected feature network) land in summary.json."""
+    from rls.metrics import RestorationMetrics
+
+    class PooledColours(torch.nn.Module):
+        num_features = 12
+
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x.float(), 2).flatten(1)
+
+    feature = PooledColours()
+    metrics = lambda: RestorationMetrics(None, feature, kid_subset_size=3, kid_subsets=5)  # noqa: E731
+    module = _module(G, methods={"wplus": wplus_l1()}, metrics=metrics)
+    _trainer(tmp_path).test(module, datamodule=_generated(G, 4), verbose=False)
+    entry = json.loads((tmp_path / "summary.json").read_text())["methods"]["wplus"]
+    assert entry["fid"] >= 0 and "kid_mean" in entry and entry["psnr"]["n"] == 4
+    assert "kid_mean" in (tmp_path / "report.html").read_text()
