@@ -354,4 +354,5 @@ def test_set_level_metrics_reach_summary_and_report(tmp_path, G):
     _trainer(tmp_path).test(module, datamodule=_generated(G, 4), verbose=False)
     entry = json.loads((tmp_path / "summary.json").read_text())["methods"]["wplus"]
     assert entry["fid"] >= 0 and "kid_mean" in entry and entry["psnr"]["n"] == 4
+    assert entry["set_metrics_images"] == 4
     assert "kid_mean" in (tmp_path / "report.html").read_text()

@@ -121,6 +121,7 @@ class SearchModule(pl.LightningModule):
         self.baselines = ["bicubic"] if bicubic_baseline else []
         self.methods_and_baselines = [*self.baselines, *self.methods]
         self.dataset_metrics: dict[str, dict[str, float]] = {}
+        self._computed: dict[str, int] = {}  # images measured per method in this run
         for module in (self.G, self.D, self.prior, self.perceptual):
             if module is not None:
                 module.requires_grad_(False).eval()
@@ -207,6 +208,7 @@ class SearchModule(pl.LightningModule):
         hr_sel = hr[sel] if hr is not None else None
         w_sel = w_true[sel] if w_true is not None else None
         measured = self._measure(name, sr, hr_sel, y[sel], result.latents, w_sel)
+        self._computed[name] = self._computed.get(name, 0) + len(index)
         nll = self.latent_nll(result.latents)
         seconds = result.seconds / len(index)  # the batch ran together: share its time
         for j, i in enumerate(index):
@@ -277,7 +279,9 @@ class SearchModule(pl.LightningModule):
             values = {k: float(v) for k, v in metrics.compute().items()}
             for key, value in values.items():
                 self.log(f"test/{name}/{key}", value, sync_dist=True)  # equal on all ranks
-            self.dataset_metrics[name] = {
-                k: v for k, v in values.items() if k in ("fid", "kid_mean", "kid_std")
-            }
+            chosen = {k: v for k, v in values.items() if k in ("fid", "kid_mean", "kid_std")}
+            if chosen:  # over the images this run computed (a resumed run: only the rest)
+                count = torch.tensor(self._computed.get(name, 0), device=self.device)
+                chosen["set_metrics_images"] = int(self.all_gather(count).sum())
+            self.dataset_metrics[name] = chosen
             metrics.reset()
