@@ -5,8 +5,9 @@
     python evaluate.py method=[rls,rls_plus,pulse] data=folder data.dataset.root=faces/
     python evaluate.py trainer=ddp                            # images sharded over devices
 
-Writes into the run directory (``run_dir``; by default ``runs/<name>``, the same for the
-same configuration, so rerunning resumes): config.yaml, results.csv, summary.json,
+Writes into the run directory (``run_dir``; by default
+``runs/<name>_<methods>_<corruption>_x<scale>_<config hash>``, the same for the same
+configuration, so rerunning the command resumes): config.yaml, results.csv, summary.json,
 images/ and report.html. See configs/evaluate.yaml.
 """
 
@@ -14,16 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-
-log = logging.getLogger("evaluate")
-
 
 # The keys whose values change the results; the others (trainer, logger, threads, ...) do
 # not, so e.g. a run started on one device can be resumed with trainer=ddp.
@@ -198,7 +195,7 @@ def evaluate(cfg: DictConfig) -> Path:
     """Run the evaluation described by ``cfg``; returns the path of report.html."""
     import pytorch_lightning as pl
 
-    from callbacks.results import finished_pairs
+    from callbacks.results import atomic_write_bytes, finished_pairs
     from rls.degradations import build_degradation
     from rls.lit.search_module import SearchModule, anchor_sources
 
@@ -208,7 +205,7 @@ def evaluate(cfg: DictConfig) -> Path:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
     print(f"[evaluate] run directory: {run_dir}")
 
     G = instantiate(cfg.generator)
