@@ -1,5 +1,6 @@
 """The StyleGAN2 network: official names, shapes, truncation, noise, block-wise runs, vmap."""
 
+import json
 import math
 
 import pytest
@@ -66,7 +67,7 @@ def test_official_ffhq1024_layout_names_and_counts():
 
 
 def test_state_dict_round_trips_strict(G):
-    H = build_generator(seed=5, **G.init_kwargs)
+    H = build_generator(seed=5, **json.loads(json.dumps(G.init_kwargs)))  # JSON-safe config
     H.load_state_dict(G.state_dict(), strict=True)
     z = _z(2)
     assert torch.equal(H(z), G(z))
@@ -275,6 +276,30 @@ def test_forward_blocks_errors(G):
 # ---------------------------------------------------------------- gradients, functional use
 
 
+def test_trainable_per_sample_weights_give_batch_independent_images(G):
+    """With weights being trained (RLS+), each image's result must not depend on the batch."""
+    syn = G.synthesis
+    buffers = dict(syn.named_buffers())
+    ws = G.mapping(_z(3)).detach()
+    gen = torch.Generator().manual_seed(2)
+    deltas = {
+        k: (0.05 * torch.randn((3, *v.shape), generator=gen)).requires_grad_(True)
+        for k, v in syn.named_parameters()
+    }
+
+    def render(d, w):
+        def one(delta, w_b):
+            params = {k: v.detach() + delta[k] for k, v in syn.named_parameters()}
+            return functional_call(syn, {**params, **buffers}, (w_b[None],))[0]
+
+        return vmap(one)(d, w)
+
+    batch = render(deltas, ws)
+    for b in range(3):
+        alone = render({k: v[b : b + 1] for k, v in deltas.items()}, ws[b : b + 1])
+        assert (alone[0] - batch[b]).abs().max() < 1e-5
+
+
 def test_fused_and_unfused_modconv_agree_in_value_and_gradient(G):
     ws = G.mapping(_z(3)).detach()
     grads = []
@@ -285,6 +310,20 @@ def test_fused_and_unfused_modconv_agree_in_value_and_gradient(G):
         grads.append((img.detach(), w.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+def test_per_image_weights_get_gradients(G):
+    """RLS+ fine-tunes the synthesis weights: every parameter must receive a gradient."""
+    H = load_generator("tiny")
+    ws = H.mapping(_z(2)).detach()
+    H.synthesis(ws).square().mean().backward()
+    missing = [n for n, p in H.synthesis.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
+
+
+def test_unknown_call_keywords_are_refused(G):
+    with pytest.raises(TypeError):
+        G(_z(1), noise_mod="none")
 
 
 def test_gradient_flows_to_ws_and_inputs_are_untouched(G):
