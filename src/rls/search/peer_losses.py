@@ -1,7 +1,9 @@
-"""Loss terms, projections and the optimiser step that the peer methods use (method.md §5).
+"""What the peer methods share (method.md §5): their loss terms, PULSE's sphere bookkeeping,
+robust's row-normalised gradient, and the plumbing every peer needs (its perceptual network,
+its own downsampler, the diagonal fit of W, seeded noise maps).
 
-Pure functions on batched tensors, every loss per image (``[B]``), so the shared loop can sum
-them over the batch. Each follows its authors' public code (cited per function); the
+Loss terms are pure functions on batched tensors, per image (``[B]``), so the shared loop can
+sum them over the batch. Each follows its authors' public code (cited per function); the
 constants that were hard-coded for 512-d W at 1024² are generalised to ``w_dim`` as
 method.md does for RLS (``√512`` → ``√w_dim``).
 """
