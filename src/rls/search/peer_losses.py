@@ -1,4 +1,4 @@
-"""What the peer methods share (method.md §5): their loss terms, PULSE's sphere bookkeeping,
+"""What the peer methods share (method.md §5): their loss terms, PULSE/ILO's Gaussianised map,
 robust's row-normalised gradient, and the plumbing every peer needs (its perceptual network,
 its own downsampler, the diagonal fit of W, seeded noise maps).
 
