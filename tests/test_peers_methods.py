@@ -315,3 +315,17 @@ def test_wplus_own_downsampler_changes_the_loss(G, problem):
     own = search(build_method("wplus", steps=1, downsampler="own"), G, y, D_box, seeds)
     assert own.notes == "wplus: own downsampler (PULSE bicubic)"
     assert not torch.allclose(shared.history["total"], own.history["total"])
+
+
+@pytest.mark.parametrize(
+    "name, cfg",
+    [
+        ("pulse", dict(steps=1, fit_samples=FIT)),
+        ("brgm", dict(steps=1, perceptual="off", w_avg_samples=256)),
+        ("robust", dict(steps=[1, 1, 1], perceptual="off")),
+    ],
+)
+def test_own_downsampler_runs_and_is_noted(G, problem, name, cfg):
+    D, y, seeds = problem
+    out = search(build_method(name, downsampler="own", **cfg), G, y, D, seeds)
+    assert f"{name}: own downsampler" in out.notes and out.status == ["ok", "ok"]
