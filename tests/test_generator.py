@@ -400,3 +400,17 @@ def test_bias_act_lrelu_gain_and_clamp():
     out = ops.bias_act(x, torch.tensor([0.0, 0.5, 0.0]), act="lrelu", clamp=5.0)
     expected = torch.tensor([[-0.2 * math.sqrt(2), math.sqrt(2), 5.0]])
     assert torch.allclose(out, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(G):
+    ws = G.mapping(_z(2)).detach()
+    cpu = G.synthesis(ws)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        gpu = load_generator("tiny").cuda().synthesis(ws.cuda())
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
