@@ -180,11 +180,17 @@ def test_evaluate_command_runs_a_corruption_at_another_scale(tmp_path):
             "trainer.enable_progress_bar=false",
             "metrics.fid=false",
             "metrics.lpips=[]",
+            # no flow given: one is trained and cached (kept tiny here)
+            "prior.max_steps=5",
+            "prior.epoch_size=1024",
+            "prior.val_size=256",
+            f"prior.cache_dir={tmp_path / 'flows'}",
             f"run_dir={tmp_path}",
         ]
     )
     report = evaluate.evaluate(cfg)
     assert report == tmp_path / "report.html" and report.exists()
+    assert list((tmp_path / "flows").glob("*/flow.safetensors"))
     rows = read_rows(tmp_path / "results.csv")
     assert {(r["method"], r["scale"], r["corruption"]) for r in rows} == {
         ("wplus", "16", "gaussian_noise"),
