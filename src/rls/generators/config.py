@@ -123,7 +123,7 @@ def build_tiny(seed: int = TINY_SEED, **overrides) -> Generator:
             labels = torch.arange(4096) % G.c_dim
             c = torch.nn.functional.one_hot(labels, G.c_dim).float()
         G.mapping.w_avg.copy_(G.mapping(z, c)[:, 0].mean(dim=0))
-        _calibrate_output(G, z[:256], None if c is None else c[:256])
+        _calibrate_output(G, z[:64], None if c is None else c[:64])
     return G
 
 
