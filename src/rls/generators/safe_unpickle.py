@@ -7,8 +7,9 @@ rebuild a TF graph from embedded source. Here every global the pickle asks for i
 an allow-list (modelled on ``torch/_weights_only_unpickler.py``) and mapped to a harmless
 stand-in that returns plain data:
 
-- ``_reconstruct_persistent_obj(meta)`` -> :class:`PersistentObject` (class name + ``__dict__``;
-  the embedded ``module_src`` is kept only as a SHA-256 fingerprint, never executed);
+- ``torch_utils.persistence._reconstruct_persistent_obj`` -> :class:`PersistentObject`
+  (class name + ``__dict__``; the embedded ``module_src`` is kept only as a SHA-256
+  fingerprint, never executed);
 - ``dnnlib.tflib.network.Network`` -> :class:`TFNetwork` (its ``__setstate__`` dict);
 - ``dnnlib.util.EasyDict`` -> :class:`EasyDict` (a plain ``dict``);
 - tensors: ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` with storages read by
