@@ -154,12 +154,13 @@ class MappingNetwork(nn.Module):
         """``[B, num_ws, w_dim]``; truncation ``w_avg + psi (w - w_avg)`` on the first
         ``truncation_cutoff`` rows (all rows if None)."""
         parts = []
+        dtype = self.fc0.weight.dtype  # fp32 normally; follows G.double() for exact checks
         if self.z_dim > 0:
             _check_shape(z, "z", self.z_dim)
-            parts.append(ops.normalize_2nd_moment(z.to(torch.float32)))
+            parts.append(ops.normalize_2nd_moment(z.to(dtype)))
         if self.c_dim > 0:
             _check_shape(c, "c", self.c_dim)
-            parts.append(ops.normalize_2nd_moment(self.embed(c.to(torch.float32))))
+            parts.append(ops.normalize_2nd_moment(self.embed(c.to(dtype))))
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
@@ -480,7 +481,7 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         _check_ws(ws, self.num_ws, self.w_dim)
-        ws = ws.to(torch.float32)
+        ws = ws.to(self.b4.const.dtype)  # fp32 normally; follows G.double() for exact checks
         noise = self._check_noise(noise, ws.shape[0])
         offsets, noise_offsets = self.ws_offsets(), self._noise_offsets()
         for i in range(start, stop):
