@@ -267,3 +267,16 @@ def test_twenty_steps_batch_1_and_batch_4_agree_in_float64(name, kwargs):
         alone = search(method, G64, y[b : b + 1], D, seeds[b : b + 1], prior=flow)
         torch.testing.assert_close(alone.images[0], batch.images[b], atol=1e-4, rtol=0)
         torch.testing.assert_close(alone.latents[0], batch.latents[b], atol=1e-4, rtol=0)
+
+
+def test_fused_flow_terms_equal_the_separate_ones(G, prior):
+    """RLS takes both flow terms from one flow pass; the values are those of §3's terms."""
+    from rls.search.losses import flow_nll, flow_nll_and_pn, flow_pn
+
+    ws = sample_w(G, 6, seed=3).view(2, 3, G.w_dim).requires_grad_(True)
+    nll, pn = flow_nll_and_pn(prior, ws)
+    torch.testing.assert_close(nll, flow_nll(prior, ws))
+    torch.testing.assert_close(pn, flow_pn(prior, ws))
+    assert nll.shape == pn.shape == (2,)
+    (nll + pn).sum().backward()
+    assert ws.grad is not None and torch.isfinite(ws.grad).all()

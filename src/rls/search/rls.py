@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from rls.search.base import Method, OptimGroup, Rendered, SearchContext, Stage, register
-from rls.search.losses import cross_distance, flow_nll, flow_pn, lr_l1, to_unit
+from rls.search.losses import cross_distance, flow_nll, flow_nll_and_pn, flow_pn, lr_l1, to_unit
 
 SPACES = ("w+", "w")
 
@@ -89,9 +89,12 @@ def rls_stage(
         terms = {"l1": l1_weight * lr_l1(ctx.D, to_unit(r.image), ctx.y)}
         # in W every row is the same code: the row means reduce to one row
         rows = v["w"] if space == "w+" else v["w"].unsqueeze(1)
-        if lambda_logp:
+        if lambda_logp and lambda_pn:
+            nll, pn = flow_nll_and_pn(ctx.prior, rows)
+            terms["logp"], terms["pn"] = lambda_logp * nll, lambda_pn * pn
+        elif lambda_logp:
             terms["logp"] = lambda_logp * flow_nll(ctx.prior, rows)
-        if lambda_pn:
+        elif lambda_pn:
             terms["pn"] = lambda_pn * flow_pn(ctx.prior, rows)
         if lambda_cross and space == "w+":
             terms["cross"] = lambda_cross * cross_distance(rows)
