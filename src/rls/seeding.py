@@ -18,13 +18,26 @@ def seeds_for(image_ids, salt: str = "") -> torch.Tensor:
     return torch.tensor([seed_from_id(i, salt) for i in image_ids], dtype=torch.int64)
 
 
-def randn_per_seed(seeds, shape, device=None, dtype=torch.float32) -> torch.Tensor:
-    """``[B, *shape]`` standard normal draws, row b drawn from its own seed.
+def derive_seeds(seeds, salt: str) -> torch.Tensor:
+    """Per-image seeds for one purpose (``salt``), derived from image seeds ``[B]``."""
+    return seeds_for([int(s) for s in torch.as_tensor(seeds).reshape(-1).tolist()], salt)
 
-    Drawn on the CPU and moved, so the same seed gives the same numbers on every device.
-    """
+
+def _draw_per_seed(draw, seeds, shape, device, dtype) -> torch.Tensor:
+    # One CPU generator per row, then moved: the same seed gives the same numbers on every
+    # device and in every batch.
     rows = []
     for s in torch.as_tensor(seeds).tolist():
         g = torch.Generator().manual_seed(int(s))
-        rows.append(torch.randn(tuple(shape), generator=g, dtype=dtype))
+        rows.append(draw(tuple(shape), generator=g, dtype=dtype))
     return torch.stack(rows).to(device)
+
+
+def randn_per_seed(seeds, shape, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``[B, *shape]`` standard normal draws, row b drawn from its own seed."""
+    return _draw_per_seed(torch.randn, seeds, shape, device, dtype)
+
+
+def rand_per_seed(seeds, shape, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``[B, *shape]`` uniform [0, 1) draws, row b drawn from its own seed."""
+    return _draw_per_seed(torch.rand, seeds, shape, device, dtype)

@@ -33,18 +33,9 @@ from kornia.filters import filter2d, get_gaussian_kernel2d, get_motion_kernel2d
 from PIL import Image
 from torch import nn
 
-from rls.seeding import randn_per_seed
+from rls.seeding import rand_per_seed, randn_per_seed
 
 SIDES = ("hr", "lr")
-
-
-def rand_per_seed(seeds: torch.Tensor, shape, device=None, dtype=torch.float32) -> torch.Tensor:
-    """``[B, *shape]`` uniform [0, 1) draws, row b from its own seed (CPU generator, then moved)."""
-    rows = []
-    for s in torch.as_tensor(seeds).tolist():
-        g = torch.Generator().manual_seed(int(s))
-        rows.append(torch.rand(tuple(shape), generator=g, dtype=dtype))
-    return torch.stack(rows).to(device)
 
 
 class Corruption(nn.Module):

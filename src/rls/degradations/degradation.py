@@ -15,7 +15,7 @@ from torch import nn
 
 from rls.degradations.corruptions import CORRUPTIONS, Corruption, build_corruption
 from rls.degradations.downsample import DEFAULT_KERNEL, Downsample
-from rls.seeding import seed_from_id
+from rls.seeding import derive_seeds
 
 
 class Degradation(nn.Module):
@@ -93,10 +93,10 @@ class Degradation(nn.Module):
         if seeds.numel() != x.shape[0]:
             raise ValueError(f"observe: got {seeds.numel()} seeds for a batch of {x.shape[0]}")
         for c, salt in self._side("hr"):
-            x = c.observe(x, _derive(seeds, salt) if c.stochastic else seeds)
+            x = c.observe(x, derive_seeds(seeds, salt) if c.stochastic else seeds)
         y = self.downsample(x)
         for c, salt in self._side("lr"):
-            y = c.observe(y, _derive(seeds, salt) if c.stochastic else seeds)
+            y = c.observe(y, derive_seeds(seeds, salt) if c.stochastic else seeds)
         return y
 
     def describe(self) -> str:
@@ -120,10 +120,6 @@ def _seed_salts(corruptions) -> list[str]:
         counts[c.name] = k + 1
         salts.append(f"degradation:{c.name}:{k}")
     return salts
-
-
-def _derive(seeds: torch.Tensor, salt: str) -> torch.Tensor:
-    return torch.tensor([seed_from_id(s, salt) for s in seeds.tolist()], dtype=torch.int64)
 
 
 def _entries(corruption) -> list[tuple[str, dict]]:

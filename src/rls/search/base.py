@@ -16,12 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rls.seeding import randn_per_seed, seed_from_id
-
-
-def derive_seeds(seeds: Tensor, salt: str) -> Tensor:
-    """Per-image seeds for one purpose (``salt``), derived from the image seeds ``[B]``."""
-    return torch.tensor([seed_from_id(int(s), salt) for s in seeds.tolist()], dtype=torch.int64)
+from rls.seeding import derive_seeds, randn_per_seed  # noqa: F401 (derive_seeds re-exported)
 
 
 @dataclass
