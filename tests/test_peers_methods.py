@@ -35,15 +35,6 @@ class TinyPerceptual(nn.Module):
         return (fa - fb).pow(2).sum(1).mean((1, 2))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared CPU, tiny convolutions are many times faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def G():
     return load_generator("tiny", img_resolution=16).requires_grad_(False)

@@ -20,14 +20,6 @@ from rls.search import build_method, search
 from rls.search.losses import flow_nll, to_unit
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # several times faster on a shared CPU
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def G():
     G = load_generator("tiny")

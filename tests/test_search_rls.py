@@ -15,16 +15,6 @@ from rls.search.rls import rls_stage
 from rls.search.rls_plus import DELTA, rls_plus_stage, steps_for_scale
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared CPU this is several times faster (and the results
-    do not depend on it); restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def G():
     return load_generator("tiny")

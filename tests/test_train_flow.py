@@ -26,10 +26,7 @@ QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "accelerat
 
 @pytest.fixture(scope="module")
 def G():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: extra threads only contend on a shared CPU
-    yield load_generator("tiny")
-    torch.set_num_threads(threads)
+    return load_generator("tiny")
 
 
 def test_short_training_lowers_held_out_nll_and_writes_outputs(G, tmp_path):
