@@ -10,8 +10,12 @@ get and where to put it.
 
 from __future__ import annotations
 
+import bz2
+import hashlib
 import os
+import shutil
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +28,16 @@ DOWNLOAD_TIMEOUT_S = 20.0
 
 @dataclass(frozen=True)
 class WeightFile:
-    """A pretrained file by name: where it comes from and the SHA-256 prefix in its name."""
+    """A pretrained file by name: where it comes from and the SHA-256 prefix it must have.
+
+    ``sha256_prefix=None``: no published checksum to pin; the file loads with a warning
+    that prints its SHA-256, so a user can pin it. A ``url`` ending in ``.bz2`` is
+    decompressed after the download.
+    """
 
     filename: str
     url: str
-    sha256_prefix: str
+    sha256_prefix: str | None
     purpose: str
 
 
@@ -51,6 +60,12 @@ KNOWN_WEIGHTS: dict[str, WeightFile] = {
         "weights-inception-2015-12-05-6726825d.pth",
         "6726825d",
         "torch-fidelity Inception-v3 (FID/KID features)",
+    ),
+    "dlib_landmarks68": WeightFile(
+        "shape_predictor_68_face_landmarks.dat",
+        "http://dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2",
+        None,  # dlib publishes no checksum
+        "dlib 68-point face landmark model (data.align=ffhq)",
     ),
 }
 
@@ -122,13 +137,40 @@ def resolve_weights(
     # torch.hub has no timeout argument; a global default one bounds a hung connection.
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    compressed = spec.url.endswith(".bz2")
+    target = dst.with_name(dst.name + ".bz2") if compressed else dst
     try:
-        torch.hub.download_url_to_file(spec.url, str(dst), hash_prefix=spec.sha256_prefix)
+        torch.hub.download_url_to_file(spec.url, str(target), hash_prefix=spec.sha256_prefix)
     except Exception as err:  # network errors come in many types; all mean "not here"
         raise MissingWeightsError(f"{missing_message(name)}; download failed: {err}") from err
     finally:
         socket.setdefaulttimeout(previous)
+    if compressed:
+        _decompress_bz2(target, dst)
+    if spec.sha256_prefix is None:
+        warnings.warn(
+            f"{dst}: downloaded without a pinned checksum (none is published); "
+            f"its SHA-256 is {_sha256(dst)}",
+            stacklevel=2,
+        )
     return dst
+
+
+def _decompress_bz2(src: Path, dst: Path) -> None:
+    """``src`` (.bz2) → ``dst``, written atomically; ``src`` is removed."""
+    part = dst.with_name(dst.name + ".part")
+    with bz2.open(src, "rb") as fin, open(part, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    os.replace(part, dst)
+    src.unlink()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _spec(name: str) -> WeightFile:
