@@ -31,11 +31,23 @@ __all__ = [
 ]
 
 
-def load_generator(source: str = "tiny", **kwargs) -> Generator:
+def load_generator(
+    source: str = "tiny", random_init: bool = False, seed: int | None = None, **kwargs
+) -> Generator:
     """A generator in eval mode from ``"tiny"`` (flat config overrides allowed, e.g.
-    ``img_resolution=64``), a checkpoint path, or a known official checkpoint name."""
+    ``img_resolution=64``), a checkpoint path, or a known official checkpoint name.
+
+    ``random_init=True`` with a known name (``ffhq-1024``, ...) builds that official
+    architecture with random weights from ``seed`` (default 0) instead of loading the
+    checkpoint: the real shapes and speed, offline (``rls.generators.make_random``)."""
     if str(source) == "tiny":
-        return build_tiny(**kwargs)
+        if random_init:
+            raise ValueError("random_init applies to known checkpoint names; tiny is random")
+        return build_tiny(**kwargs) if seed is None else build_tiny(seed=seed, **kwargs)
+    if random_init:
+        from rls.generators.make_random import make_random
+
+        return make_random(str(source), seed=seed or 0, **kwargs)
     # Imported lazily: checkpoint formats and downloads are only needed for real checkpoints.
     from rls.generators.checkpoints import load_checkpoint
 

@@ -1,0 +1,148 @@
+"""The paper's setting offline: FFHQ config-f with random weights, through evaluate.py on photos.
+
+The default suite builds the 1024² network and runs the evaluate path at config-f widths on
+64² (one step); ``-m slow`` runs RLS, RLS+ and PULSE at 1024² at x8 to x64, batch 1 and 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from callbacks.results import image_path, read_rows
+from rls.generators import load_generator
+from rls.generators.make_random import main as make_random_main
+from rls.generators.make_random import make_random
+
+CONFIG_F_PARAMS = 30_370_060  # NVIDIA's published size of the FFHQ config-f generator
+
+
+def test_random_config_f_has_the_official_shapes_and_behaves_like_a_trained_net():
+    G = load_generator("ffhq-1024", random_init=True, seed=3, calibration_samples=0)
+    assert sum(p.numel() for p in G.parameters()) == CONFIG_F_PARAMS
+    assert (G.img_resolution, G.num_ws, G.w_dim, G.z_dim) == (1024, 18, 512, 512)
+    assert len(G.synthesis.noise_shapes()) == 17
+    strengths = [p for n, p in G.named_parameters() if n.endswith("noise_strength")]
+    assert len(strengths) == 17 and all(float(s.detach()) > 0 for s in strengths)
+    # w_avg is the centre of mapped z, not the official init's zeros
+    assert G.mapping.w_avg.abs().mean() > 0.05
+    other = make_random("ffhq1024", seed=4, calibration_samples=0)
+    assert not torch.equal(G.synthesis.b1024.conv1.weight, other.synthesis.b1024.conv1.weight)
+
+
+def test_random_generator_output_is_calibrated_into_the_image_range():
+    G = make_random("ffhq1024", img_resolution=32)  # config-f widths (512 channels) at 32²
+    with torch.no_grad():
+        img = G(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(1)))
+    assert 0.3 < float(img.std()) < 0.8  # a fresh network: std ~2, two thirds saturated
+    assert float((img.abs() > 1).float().mean()) < 0.2
+
+
+def test_unknown_architecture_name_is_refused_with_the_known_ones():
+    with pytest.raises(KeyError, match="ffhq-1024"):
+        make_random("celeba-512")
+
+
+def test_make_random_command_writes_a_checkpoint_that_loads_back(tmp_path, capsys):
+    out = tmp_path / "ffhq256.safetensors"
+    make_random_main(["ffhq256", str(out), "--seed", "2"])
+    assert "parameters, 14 x 512 W+" in capsys.readouterr().out
+    G = load_generator(str(out))
+    ref = make_random("ffhq256", seed=2)
+    assert G.img_resolution == 256 and G.num_ws == 14
+    for (name, a), b in zip(G.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def make_photos(root: Path, n: int, size: int = 1024) -> list[str]:
+    """Smooth face-sized JPEGs (gradients + blobs), as a camera would write them."""
+    root.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    ids = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        img = np.stack([np.sin(6 * xx * rng.uniform(0.5, 2) + c) * 0.3 + 0.5 for c in range(3)], -1)
+        cx, cy = rng.uniform(0.3, 0.7, 2)
+        img *= (1 - 0.5 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.05))[..., None]
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / f"face{i}.jpg", quality=90)
+        ids.append(f"face{i}")
+    return ids
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    config_dir = str(Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        return compose(config_name="evaluate", overrides=overrides)
+
+
+def _run_config_f(tmp_path, photos, run, scale, batch_size, steps, resolution=None):
+    import evaluate
+
+    extra = [f"+generator.img_resolution={resolution}"] if resolution else []
+    cfg = _compose(
+        [
+            "generator=ffhq1024",
+            "generator.random_init=true",
+            *extra,
+            "method=[rls,rls_plus,pulse]",
+            f"method.rls.steps={steps}",
+            f"method.rls_plus.anchor.steps={steps}",  # = RLS: RLS is read off RLS+'s anchor
+            f"method.rls_plus.steps={steps}",
+            f"method.pulse.steps={steps}",
+            "method.pulse.fit_samples=4096",
+            "data=folder",
+            f"data.dataset.root={photos}",
+            f"data.batch_size={batch_size}",
+            "data.num_workers=0",
+            f"scale={scale}",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "metrics.fid=false",
+            "metrics.lpips=[]",
+            "prior.max_steps=2",
+            "prior.batch_size=64",
+            "prior.epoch_size=256",
+            "prior.val_size=256",
+            f"prior.cache_dir={tmp_path / 'flows'}",
+            f"run_dir={tmp_path / run}",
+        ]
+    )
+    evaluate.evaluate(cfg)
+    return tmp_path / run
+
+
+def _check_outputs(run_dir: Path, ids, size: int, scale: int):
+    rows = read_rows(run_dir / "results.csv")
+    methods = ("bicubic", "rls", "rls_plus", "pulse")
+    assert {(r["image_id"], r["method"]) for r in rows} == {(i, m) for i in ids for m in methods}
+    assert all(r["status"] == "ok" and r["scale"] == str(scale) for r in rows)
+    assert (run_dir / "report.html").exists() and (run_dir / "summary.json").exists()
+    for i in ids:
+        assert Image.open(image_path(run_dir, "lr", i)).size == (size // scale,) * 2
+        for kind in ("hr", "rls", "rls_plus", "pulse"):
+            assert Image.open(image_path(run_dir, kind, i)).size == (size, size)
+
+
+def test_evaluate_runs_config_f_widths_on_a_folder_of_photos(tmp_path):
+    """The whole path of a real run (random config-f, 1024² JPEGs resized, flow trained,
+    RLS / RLS+ / PULSE, a batch of 2) at 64² so that the default suite stays fast."""
+    ids = make_photos(tmp_path / "photos", 2)
+    run_dir = _run_config_f(tmp_path, tmp_path / "photos", "x8", 8, 2, 1, resolution=64)
+    _check_outputs(run_dir, ids, 64, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale,batch_size", [(8, 2), (16, 1), (32, 2), (64, 1)])
+def test_evaluate_runs_config_f_at_1024_on_photos(tmp_path_factory, scale, batch_size):
+    """The paper's setting: FFHQ config-f 1024², RLS / RLS+ / PULSE on 1024² photos, x8 to
+    x64, batch 1 and 2, every output written (two steps each: speed is benchmarks/search.py's)."""
+    tmp_path = tmp_path_factory.getbasetemp() / "config_f_1024"
+    ids = make_photos(tmp_path / "photos", 2)
+    run_dir = _run_config_f(tmp_path, tmp_path / "photos", f"x{scale}", scale, batch_size, 2)
+    _check_outputs(run_dir, ids, 1024, scale)
