@@ -67,6 +67,45 @@ def test_psnr_of_a_known_mse_and_identical_images():
     torch.testing.assert_close(same["ssim"], torch.ones(2))
 
 
+def test_ssim_equals_scikit_image_with_a_gaussian_window():
+    """SSIM as Wang et al. define it, computed independently by scikit-image: Gaussian
+    window σ 1.5, population covariances, data range 1, mean over the pixels whose window
+    lies inside the image."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(4)
+    hr = torch.rand(3, 3, 40, 28, generator=g)
+    sr = torch.stack(
+        [
+            hr[0] + 0.3 * torch.randn(hr[0].shape, generator=g),  # noise
+            F.avg_pool2d(hr[1:2], 3, stride=1, padding=1)[0],  # blur
+            0.6 * hr[2] + 0.3,  # contrast and brightness
+        ]
+    ).clamp(0, 1)
+    ours = per_image_metrics(sr, hr)["ssim"]
+    expected = [
+        structural_similarity(
+            s.double().numpy(),
+            h.double().numpy(),
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        for s, h in zip(sr, hr)
+    ]
+    torch.testing.assert_close(ours, torch.tensor(expected, dtype=torch.float32), atol=2e-5, rtol=0)
+    assert ours.max() < 0.9  # far from 1: a wrong data range (255) would give ~1
+
+
+def test_ssim_is_nan_when_its_window_does_not_fit():
+    small = images(2, 0, size=10)
+    assert torch.isnan(per_image_metrics(small, small)["ssim"]).all()
+    fits = images(1, 0, size=11)
+    torch.testing.assert_close(per_image_metrics(fits, fits)["ssim"], torch.ones(1))
+
+
 def test_metrics_are_per_image_whatever_the_batch():
     hr, noise = images(3, 0), 0.1 * torch.randn(3, 3, 32, 32, generator=torch.Generator())
     sr = (hr + noise).clamp(0, 1)

@@ -50,11 +50,33 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
+SSIM_WINDOW = 11  # Gaussian window of σ 1.5, as Wang et al. (2004)
+
+
 def ssim(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image SSIM ``[B]`` (Gaussian window 11, σ 1.5, data range 1)."""
-    return structural_similarity_index_measure(
-        a.float(), b.float(), data_range=1.0, reduction="none"
+    """Per-image SSIM ``[B]`` (Gaussian window 11, σ 1.5, data range 1), averaged over the
+    pixels whose window lies inside the image, as Wang et al.'s reference code and
+    scikit-image do. torchmetrics' own mean also counts the border pixels, computed on a
+    reflected image (on a 32² image more than half of them); hence its full SSIM map,
+    cropped here. NaN (with one note) when the window does not fit in the image.
+    """
+    if min(a.shape[-2:]) < SSIM_WINDOW:
+        _note_once(
+            "ssim",
+            f"SSIM needs images of at least {SSIM_WINDOW}px a side; "
+            f"got {tuple(a.shape[-2:])}, reported as NaN",
+        )
+        return torch.full((a.shape[0],), math.nan, device=a.device)
+    _, full = structural_similarity_index_measure(
+        a.float(),
+        b.float(),
+        data_range=1.0,
+        sigma=1.5,
+        reduction="none",
+        return_full_image=True,
     )
+    pad = (SSIM_WINDOW - 1) // 2
+    return full[..., pad:-pad, pad:-pad].flatten(1).mean(1)
 
 
 def ms_ssim(a: Tensor, b: Tensor) -> Tensor:
