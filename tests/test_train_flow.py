@@ -66,7 +66,7 @@ def test_resume_continues_from_last_checkpoint(G, tmp_path):
         G, SMALL_FLOW, max_steps=16, output_dir=tmp_path, trainer_kwargs=QUIET, **SMALL_RUN
     )
     assert metrics["steps"] == 16
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 16
     # a run dir of another flow is refused with the file named, not resumed into
     with pytest.raises(ValueError, match=r"last.ckpt: checkpoint holds a different flow"):

@@ -11,6 +11,7 @@ the others are still computed. Every network can also be injected (tests, other 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from torchmetrics.functional.image import (
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from rls.generators.formats_common import refused_global
 from rls.weights import MissingWeightsError, resolve_weights
 
 log = logging.getLogger("rls.metrics")
@@ -178,10 +180,24 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights_file: str | os.PathLike):
         super().__init__()
+        # torch-fidelity reads the file with torch.load(weights_only=False), which would run
+        # any code a tampered file holds: read it weights-only here and hand over a clean copy.
+        try:
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as err:
+            name = refused_global(err)
+            why = f"it asks for the global '{name}'" if name else f"{type(err).__name__}: {err}"
+            raise ValueError(
+                f"{weights_file}: refused as Inception weights ({why}); nothing in it was"
+                " executed. Delete it (it is downloaded again) or pass another weights_dir"
+            ) from None
+        clean = io.BytesIO()
+        torch.save(state, clean)
+        clean.seek(0)
         self.inception = NoTrainInceptionV3(
             name="inception-v3-compat",
             features_list=[str(self.num_features)],
-            feature_extractor_weights_path=str(weights_file),
+            feature_extractor_weights_path=clean,
         )
 
     def forward(self, x: Tensor) -> Tensor:

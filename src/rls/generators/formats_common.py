@@ -9,6 +9,8 @@ shape does not match (nanoGPT ``from_pretrained`` habit: assert key sets and sha
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 
 import torch
@@ -20,6 +22,13 @@ DERIVED_SUFFIXES = (".resample_filter",)
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read safely or does not fit the generator it describes."""
+
+
+def refused_global(err: BaseException) -> str | None:
+    """The global (e.g. ``posix.system``) that a weights-only ``torch.load`` refused to
+    import, when that is why it failed: the file asks for code, not weights."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return found.group(1) if isinstance(err, pickle.UnpicklingError) and found else None
 
 
 def describe(source: str | os.PathLike | None) -> str:

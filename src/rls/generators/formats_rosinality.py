@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from rls.generators.formats_common import CheckpointError, describe
+from rls.generators.formats_common import CheckpointError, describe, refused_global
 
 _BLUR_1D = torch.tensor([1.0, 3.0, 3.0, 1.0])
 _LAYER_KEYS = {  # rosinality StyledConv / ToRGB entry -> official layer entry, value transform
@@ -55,6 +55,11 @@ def read_rosinality_file(path: str | os.PathLike) -> Mapping[str, Any]:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
+            if name := refused_global(err):
+                raise CheckpointError(
+                    f"{describe(path)}: refused to load: it asks for the global '{name}' (code,"
+                    " not weights); nothing in the file was executed"
+                ) from None
             raise CheckpointError(
                 f"{describe(path)}: not a readable torch checkpoint"
                 f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from rls.generators.formats_common import CheckpointError, describe
+from rls.generators.formats_common import CheckpointError, describe, refused_global
 
 try:  # numpy >= 2 keeps the pickle helpers in numpy._core; older pickles name numpy.core.
     from numpy._core import multiarray as _np_multiarray
@@ -106,7 +106,13 @@ def _storage_from_bytes(data: Any):
     """``torch.storage._load_from_bytes``, but weights-only (the bytes are a nested torch.save)."""
     if not isinstance(data, bytes | bytearray):
         raise pickle.UnpicklingError("tensor storage payload is not bytes")
-    return torch.load(io.BytesIO(bytes(data)), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(bytes(data)), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        if name := refused_global(err):
+            module, _, attr = name.rpartition(".")
+            raise _Refused(module, attr, "inside a tensor storage record") from None
+        raise
 
 
 def _check_hooks(backward_hooks: Any) -> None:

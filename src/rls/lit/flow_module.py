@@ -11,6 +11,7 @@ held-out set comes from a separate seed and is fixed for the whole run.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rls.flows import WFlow, fit_older_priors, gaussianity_stats, sample_w
+from rls.generators.formats_common import refused_global
 from rls.seeding import seed_from_id
 
 SCHEDULES = ("cosine", "plateau", "constant")
@@ -156,10 +158,34 @@ def evaluate_priors(flow: WFlow, train_w: torch.Tensor, val_w: torch.Tensor) -> 
     return report
 
 
+def _refused(ckpt_path, err: pickle.UnpicklingError) -> ValueError:
+    name = refused_global(err)
+    what = f"it asks for the global '{name}'" if name else str(err).splitlines()[0]
+    return ValueError(
+        f"{ckpt_path}: refused to load this checkpoint: it holds more than tensors and plain"
+        f" data ({what}); nothing in it was executed. Delete it or use resume=false"
+    )
+
+
+def read_checkpoint(ckpt_path: Path) -> dict:
+    """A Lightning checkpoint read weights-only: tensors and plain data. A file that asks
+    the unpickler for anything else (a function to call: code) is refused, naming the file,
+    before Lightning ever opens it; nothing in it is executed."""
+    try:
+        return torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refused(ckpt_path, err) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(
+            f"{ckpt_path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it"
+            " or use resume=false"
+        ) from None
+
+
 def check_resumable(ckpt_path: Path, flow: WFlow) -> None:
-    """Refuse to resume from a checkpoint of another flow (other w_dim or architecture),
-    naming the file, instead of failing deep inside ``load_state_dict``."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    """Refuse to resume from an unsafe checkpoint or one of another flow (other w_dim or
+    architecture), naming the file, instead of failing deep inside ``load_state_dict``."""
+    state = read_checkpoint(ckpt_path)["state_dict"]
     expected = {f"flow.{k}": v.shape for k, v in flow.state_dict().items()}
     found = {k: v.shape for k, v in state.items()}
     if found != expected:
@@ -250,9 +276,14 @@ def fit_flow(
     resume_from = last if resume and last.is_file() else None
     if resume_from is not None:
         check_resumable(resume_from, flow)
-    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
-    best = checkpoint.best_model_path or None
-    trainer.test(module, ckpt_path=best, verbose=False)
+    # weights_only=True explicitly: Lightning passes None on to torch.load, which
+    # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the environment would turn into a full unpickle.
+    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    best = checkpoint.best_model_path or None  # a resumed run takes this path from last.ckpt
+    try:
+        trainer.test(module, ckpt_path=best, verbose=False, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refused(best, err) from None
 
     report = module.report
     metrics = {
