@@ -195,6 +195,7 @@ def evaluate(cfg: DictConfig) -> Path:
     """Run the evaluation described by ``cfg``; returns the path of report.html."""
     import pytorch_lightning as pl
 
+    from callbacks.hydra_sweep import note_run_dir
     from callbacks.results import atomic_write_bytes, finished_pairs
     from rls.degradations import build_degradation
     from rls.lit.search_module import SearchModule, anchor_sources
@@ -205,6 +206,7 @@ def evaluate(cfg: DictConfig) -> Path:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    note_run_dir(run_dir)  # a sweep member: lets the sweep report find it, even if it fails
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
     print(f"[evaluate] run directory: {run_dir}")
 
