@@ -93,6 +93,10 @@ class Stage:
     optim: list[OptimGroup]
     project: Callable[[SearchContext, dict], None] | None = None  # in place, under no_grad
     select: str = "best"  # "best" (lowest total loss per image) | "last"
+    # True: the iterate after the last update is rendered and scored too (it competes for
+    # "best" and is the "last"). False (the RLS/PULSE authors' loops): only iterates rendered
+    # before an update count, so "last" is the image of the last step before its update.
+    score_final: bool = True
     finish: Callable[[SearchContext, dict], None] | None = None  # fill ctx.state for later
     starts: int = 1  # independent starts per image; the best by total loss is kept
 

@@ -3,8 +3,9 @@
 Per step of a stage: render the variables, compute the per-image loss terms ``[B]``, track
 the best iterate per image (``torch.where``, no host sync), back-propagate the *sum* of the
 per-image totals (so images never interact), step every optimiser with its scheduled
-learning rate, then apply the stage's projection. One extra evaluation after the last step
-lets the final iterate compete for "best" and provides the "last" output.
+learning rate, then apply the stage's projection. With ``stage.score_final`` one extra
+evaluation after the last step lets the final iterate compete for "best" and provides the
+"last" output; without it (the authors' loops) only iterates scored before an update count.
 
 Images whose loss turns non-finite are rerun alone from a seed derived from (seed,
 attempt); after ``method.max_attempts`` runs they are marked ``failed`` and their start
@@ -108,9 +109,10 @@ def _run_stage_once(ctx: SearchContext, stage: Stage, callback, step_offset: int
     nonfinite = torch.zeros(B, dtype=torch.bool, device=ctx.device)
     history: dict[str, list[Tensor]] = defaultdict(list)
 
-    for step in range(stage.steps + 1):
+    last_scored = stage.steps if stage.score_final else stage.steps - 1
+    for step in range(last_scored + 1):
         final = step == stage.steps
-        with torch.set_grad_enabled(not final):
+        with torch.set_grad_enabled(step != last_scored):
             rendered = stage.render(ctx, leaves)
             terms = stage.losses(ctx, leaves, rendered)
             total = torch.stack(list(terms.values())).sum(0)
@@ -128,7 +130,7 @@ def _run_stage_once(ctx: SearchContext, stage: Stage, callback, step_offset: int
             if callback is not None:
                 callback(step_offset + step, stage.name, logged)
 
-        if stage.select == "best" or final:
+        if stage.select == "best" or step == last_scored:
             if stage.select == "best":
                 better = finite & (total.detach() < best_total)
             else:
@@ -144,7 +146,7 @@ def _run_stage_once(ctx: SearchContext, stage: Stage, callback, step_offset: int
                 best_image = _where_rows(better, image, best_image)
                 best_latents = _where_rows(better, latents, best_latents)
                 best_total = torch.where(better, total.detach(), best_total)
-        if final:
+        if step == last_scored:  # (an update after it could change no output)
             break
 
         for opt, _, _ in optimizers:

@@ -2,15 +2,22 @@
 
 Stage 1 is RLS (its best iterate is the anchor w_B). Stage 2 optimises jointly, per image:
 the W+ code (Adam lr 0.1, linear1cycledrop), the 9 lowest-resolution noise maps (same
-optimiser, renormalised to zero mean / unit std after every step) and the generator
-weights θ (separate Adam, lr 1e-4, constant), on 10·mean|D(x) − y| only; the last iterate
-is the output. Steps by scale: ×8: 80, ×16: 70, ×32: 30, ×64: 20 (nearest in log-scale
-otherwise).
+optimiser) and the generator weights θ (separate Adam, lr 1e-4, constant), on
+10·mean|D(x) − y| only. Steps by scale: ×8: 80, ×16: 70, ×32: 30, ×64: 20 (nearest in
+log-scale otherwise).
+
+The defaults follow the authors' ``sr_boost_ada.py`` (mgheisar/RLS_PLUS at f8df15d); our
+variants are switches (docs/faithfulness.md lists each with its measured effect):
+- ``noise_init``: ``fresh`` (authors): every noise map drawn N(0, 1) anew, seeded per image;
+  ``anchor``: start from the anchor's maps, so stage 2 starts exactly at the anchor image.
+- ``renormalize``: ``all`` (authors): every noise map, the fixed fine ones too, is set to
+  zero mean / unit std after every step; ``tuned``: only the optimised maps.
+- ``output``: ``before_last_update`` (authors): the image rendered at the last step, before
+  its update; ``after_last_update``: one more render after the last update.
 
 The generator is never modified: θ = θ0 + Δθ_b with a per-image delta Δθ_b, rendered for
-the whole batch in one pass by ``torch.func.vmap`` over ``functional_call``. The noise maps
-start from the anchor's (so stage 2 starts exactly at the anchor image; the authors' script
-drew fresh ones), the finer ones stay fixed.
+the whole batch in one pass by ``torch.func.vmap`` over ``functional_call`` (the authors
+reload the checkpoint per image and tune it in place: the same per-image optimisation).
 
 ``constraint`` (paper vs code, method.md §4):
 - ``latent`` (the authors' code, default): each row w_i − w_B,i is projected onto the ℓ1
@@ -32,11 +39,15 @@ from torch.func import functional_call, vmap
 
 from rls.search.base import Method, OptimGroup, Rendered, SearchContext, Stage, register
 from rls.search.losses import lr_l1, to_unit
-from rls.search.projections import project_l1_ball, renormalize
+from rls.search.projections import project_l1_ball
+from rls.search.projections import renormalize as standardize
 from rls.search.rls import noise_names, rls_stage
 
 STEPS_BY_SCALE = {8: 80, 16: 70, 32: 30, 64: 20}
 CONSTRAINTS = ("latent", "weights", "both")
+NOISE_INITS = ("fresh", "anchor")
+RENORMALIZE = ("all", "tuned")
+OUTPUTS = ("before_last_update", "after_last_update")
 DELTA = "dtheta."
 
 
@@ -79,10 +90,14 @@ def rls_plus_stage(
     constraint: str = "latent",
     weight_radius: float = 0.01,
     num_noise: int = 9,
+    noise_init: str = "fresh",
+    renormalize: str = "all",
+    output: str = "before_last_update",
 ) -> Stage:
     """The fine-tuning stage; reads the anchor from ``ctx.state[anchor_stage]``."""
-    if constraint not in CONSTRAINTS:
-        raise ValueError(f"rls_plus: constraint must be one of {CONSTRAINTS}, got {constraint!r}")
+    check_choices(
+        constraint=constraint, noise_init=noise_init, renormalize=renormalize, output=output
+    )
     if steps is None:
         scale = getattr(ctx.D, "scale", None)
         if scale is None:
@@ -91,12 +106,20 @@ def rls_plus_stage(
     tune_weights = lr_weights > 0
     names = noise_names(ctx.G)
     tuned_noise = names[:num_noise]  # coarse to fine: the lowest resolutions first
+    renormalized = names if renormalize == "all" else tuned_noise
     theta0 = dict(ctx.G.synthesis.named_parameters())
     w_radius = radius * math.sqrt(ctx.G.w_dim)
 
     def init(ctx: SearchContext) -> dict[str, Tensor]:
         anchor = ctx.state[anchor_stage]
-        v = {"w": anchor.latents.clone(), **{n: anchor.vars[n].clone() for n in names}}
+        if noise_init == "fresh":
+            noise = {
+                n: ctx.randn((1, h, w), salt=f"rls_plus/{n}")
+                for n, (h, w) in zip(names, ctx.G.synthesis.noise_shapes())
+            }
+        else:
+            noise = {n: anchor.vars[n].clone() for n in names}
+        v = {"w": anchor.latents.clone(), **noise}
         if tune_weights:
             B = ctx.batch_size
             for name, p in theta0.items():
@@ -107,8 +130,8 @@ def rls_plus_stage(
         return {"l1": l1_weight * lr_l1(ctx.D, to_unit(r.image), ctx.y)}
 
     def project(ctx: SearchContext, v: dict) -> None:
-        for n in tuned_noise:
-            v[n].copy_(renormalize(v[n]))
+        for n in renormalized:
+            v[n].copy_(standardize(v[n]))
         if constraint in ("latent", "both"):
             w_b = ctx.state[anchor_stage].latents
             v["w"].copy_(w_b + project_l1_ball(v["w"] - w_b, w_radius))
@@ -130,7 +153,21 @@ def rls_plus_stage(
         optim=optim,
         project=project,
         select="last",
+        score_final=output == "after_last_update",
     )
+
+
+def check_choices(**chosen: str) -> None:
+    """A clear error for a switch set to an unknown value (the config key and the choices)."""
+    allowed = {
+        "constraint": CONSTRAINTS,
+        "noise_init": NOISE_INITS,
+        "renormalize": RENORMALIZE,
+        "output": OUTPUTS,
+    }
+    for key, value in chosen.items():
+        if value not in allowed[key]:
+            raise ValueError(f"rls_plus: {key} must be one of {allowed[key]}, got {value!r}")
 
 
 @register("rls_plus")
@@ -146,8 +183,13 @@ def build_rls_plus(
     anchor = dict(anchor or {})
     anchor.pop("name", None)
     stage_cfg.pop("anchor_stage", None)
-    if stage_cfg.get("constraint", "latent") not in CONSTRAINTS:
-        raise ValueError(f"rls_plus: constraint must be one of {CONSTRAINTS}")
+    check_choices(
+        **{
+            k: stage_cfg[k]
+            for k in ("constraint", "noise_init", "renormalize", "output")
+            if k in stage_cfg
+        }
+    )
 
     def stages(ctx: SearchContext) -> list[Stage]:
         return [rls_stage(name="rls", **anchor), rls_plus_stage(ctx, "rls", **stage_cfg)]
