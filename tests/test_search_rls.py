@@ -37,16 +37,24 @@ def problem(G):
     return D, D(hr), torch.tensor([11, 22, 33])
 
 
-def test_rls_starts_at_w_avg_and_extra_starts_spread_towards_mapped_z(G, problem):
+@pytest.mark.parametrize("start", ["sample_mean", "w_avg"])
+def test_rls_starts_at_w_bar_and_extra_starts_spread_towards_mapped_z(G, problem, start):
+    """w̄ is the authors' mean of mapped z (``start: sample_mean``) or the checkpoint's
+    ``w_avg``; extra starts spread from that same w̄."""
     D, y, seeds = problem
-    stage = rls_stage(lambda_logp=0, lambda_pn=0)
+    stage = rls_stage(lambda_logp=0, lambda_pn=0, start=start, start_samples=5000)
     ctx = SearchContext(G=G, y=y, D=D, seeds=seeds, start_index=torch.tensor([0, 1, 2]))
     v = stage.init(ctx)
     assert v["w"].shape == (3, G.num_ws, G.w_dim)
-    torch.testing.assert_close(v["w"][0], G.mapping.w_avg.expand(G.num_ws, -1))
+    with torch.no_grad():
+        z = torch.randn(5000, G.z_dim, generator=torch.Generator().manual_seed(0))
+        sample_mean = G.mapping(z, None)[:, 0].double().mean(0).float()
+    w_bar = sample_mean if start == "sample_mean" else G.mapping.w_avg
+    assert not torch.allclose(sample_mean, G.mapping.w_avg, atol=1e-3)  # the choice matters
+    torch.testing.assert_close(v["w"][0], w_bar.expand(G.num_ws, -1))
     extra = SearchContext(G=G, y=y, D=D, seeds=seeds).randn((G.z_dim,), salt="rls/start_z")
     w_z = G.mapping(extra, None)[:, 0]
-    expected = G.mapping.w_avg + 0.2 * (w_z - G.mapping.w_avg)
+    expected = w_bar + 0.2 * (w_z - w_bar)
     torch.testing.assert_close(v["w"][1:, 0], expected[1:])
     assert torch.equal(v["w"][1], v["w"][1, :1].expand(G.num_ws, -1))  # one code per start
     shapes = G.synthesis.noise_shapes()

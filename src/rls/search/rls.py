@@ -6,17 +6,27 @@
 Start: w̄ repeated L times (extra starts / extra samples: w̄ + 0.2·(M(z) − w̄)); noise maps
 fixed N(0, 1) per image (seeded); generator frozen; Adam lr 0.5, 500 steps,
 linear1cycledrop; output = the iterate with the lowest total loss (the anchor w_B of RLS+).
-Defaults are the authors' final weights (``sr_boost.py`` at f8df15d).
+Defaults are the authors' (``sr_boost.py`` at f8df15d); our variants are switches:
+- ``start``: ``sample_mean`` (authors): w̄ = the mean of ``start_samples`` mapped z (1e6,
+  seeded, computed once per generator and cached); ``w_avg``: the checkpoint's tracked
+  ``mapping.w_avg``.
+- ``score_final``: ``False`` (authors): the best iterate among those scored before each
+  update; ``True``: the iterate after the last update competes too.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+import copy
+import hashlib
+
+import torch
+from torch import Tensor, nn
 
 from rls.search.base import Method, OptimGroup, Rendered, SearchContext, Stage, register
 from rls.search.losses import cross_distance, flow_nll, flow_nll_and_pn, flow_pn, lr_l1, to_unit
 
 SPACES = ("w+", "w")
+STARTS = ("sample_mean", "w_avg")
 
 
 def noise_names(G) -> list[str]:
@@ -31,10 +41,55 @@ def fixed_noise(ctx: SearchContext) -> dict[str, Tensor]:
     }
 
 
-def start_codes(ctx: SearchContext, spread: float) -> Tensor:
-    """``[B, w_dim]``: w̄ for the canonical start, else w̄ + spread·(M(z) − w̄), z seeded."""
+_SAMPLE_MEANS: dict[tuple, Tensor] = {}
+
+
+def _mapping_fingerprint(G: nn.Module) -> str:
+    """A digest of the mapping network's weights: equal networks share one cached mean."""
+    digest = hashlib.sha256()
+    for name, t in sorted(G.mapping.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def sample_mean_w(G: nn.Module, n: int = 1_000_000, seed: int = 0, batch_size: int = 65536):
+    """``[w_dim]``: the mean of ``n`` mapped z ~ N(0, I), z drawn on the CPU from ``seed``, as
+    the authors compute w̄ (``sr_boost.py``: 1e6 samples, float32). Batched and accumulated
+    in float64 (never all n codes in memory); cached per (mapping weights, n, seed, device)
+    for the life of the process, so a run computes it once whatever its dtype or batches."""
+    if n < 1:
+        raise ValueError(f"rls: start_samples must be >= 1, got {n}")
+    w_avg = G.mapping.w_avg
+    key = (_mapping_fingerprint(G), int(n), int(seed), str(w_avg.device))
+    if key not in _SAMPLE_MEANS:
+        mapping = G.mapping
+        if w_avg.dtype != torch.float32:  # the authors' precision, and one cache entry
+            mapping = copy.deepcopy(mapping).float()
+        gen = torch.Generator().manual_seed(int(seed))
+        total = torch.zeros(G.w_dim, dtype=torch.float64, device=w_avg.device)
+        for done in range(0, int(n), batch_size):
+            z = torch.randn(min(batch_size, n - done), G.z_dim, generator=gen)
+            w = mapping(z.to(w_avg.device), None)
+            total += (w[:, 0] if w.ndim == 3 else w).to(torch.float64).sum(0)
+        _SAMPLE_MEANS[key] = total / n
+    return _SAMPLE_MEANS[key].to(w_avg.dtype)
+
+
+def start_centre(G: nn.Module, start: str, samples: int, seed: int) -> Tensor:
+    """``[w_dim]``: the code RLS starts from (``start``: see the module docstring)."""
+    if start == "w_avg":
+        return G.mapping.w_avg
+    return sample_mean_w(G, samples, seed)
+
+
+def start_codes(ctx: SearchContext, spread: float, centre: Tensor | None = None) -> Tensor:
+    """``[B, w_dim]``: w̄ for the canonical start, else w̄ + spread·(M(z) − w̄), z seeded;
+    w̄ is ``centre`` (default: the generator's ``w_avg``)."""
     G = ctx.G
-    w_avg = G.mapping.w_avg.to(ctx.device).expand(ctx.batch_size, -1)
+    centre = G.mapping.w_avg if centre is None else centre
+    w_avg = centre.to(ctx.device).expand(ctx.batch_size, -1)
     z = ctx.randn((G.z_dim,), salt="rls/start_z")
     w_random = G.mapping(z, None)[:, 0]
     w = w_avg + spread * (w_random - w_avg)
@@ -67,10 +122,16 @@ def rls_stage(
     space: str = "w+",
     num_starts: int = 1,
     start_spread: float = 0.2,
+    start: str = "sample_mean",
+    start_samples: int = 1_000_000,
+    start_seed: int = 0,
+    score_final: bool = False,
 ) -> Stage:
     """The RLS stage (also stage 1 of RLS+). All λ = 0 gives plain W+ (or W) search."""
     if space not in SPACES:
         raise ValueError(f"rls: space must be one of {SPACES}, got {space!r}")
+    if start not in STARTS:
+        raise ValueError(f"rls: start must be one of {STARTS}, got {start!r}")
     if steps < 1:
         raise ValueError(f"rls: steps must be >= 1, got {steps}")
 
@@ -80,7 +141,7 @@ def rls_stage(
                 "rls: the flow terms (lambda_logp, lambda_pn) need a W prior: pass prior= "
                 "to search() (a WFlow trained by train_flow.py), or set both lambdas to 0"
             )
-        w = start_codes(ctx, start_spread)
+        w = start_codes(ctx, start_spread, start_centre(ctx.G, start, start_samples, start_seed))
         if space == "w+":
             w = w.unsqueeze(1).repeat(1, ctx.G.num_ws, 1)
         return {"w": w, **fixed_noise(ctx)}
@@ -108,6 +169,7 @@ def rls_stage(
         losses=losses,
         optim=[OptimGroup(vars=["w"], lr=lr, schedule=schedule)],
         select="best",
+        score_final=bool(score_final),
         starts=num_starts,
     )
 

@@ -39,6 +39,9 @@ def build_wplus(
     l1_weight: float = 10.0,  # as RLS
     space: str = "w+",  # "w" gives plain W search
     num_starts: int = 1,
+    start: str = "sample_mean",  # as RLS
+    start_samples: int = 1_000_000,  # as RLS
+    score_final: bool = False,  # as RLS
     downsampler: str = "shared",  # "shared" | "own" (the paper's PULSE bicubic)
     **unused,
 ) -> Method:
@@ -53,6 +56,9 @@ def build_wplus(
         lambda_cross=0.0,
         space=space,
         num_starts=num_starts,
+        start=start,
+        start_samples=start_samples,
+        score_final=score_final,
     )
     notes = "" if downsampler == "shared" else "wplus: own downsampler (PULSE bicubic)"
     return Method(
