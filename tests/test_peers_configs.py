@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PEERS = ["wplus", "pulse", "brgm", "ilo", "robust"]
+PEERS = ["wplus", "pulse", "pulse_rls_paper", "brgm", "ilo", "robust"]
 
 
 @pytest.fixture(autouse=True)

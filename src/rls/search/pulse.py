@@ -1,11 +1,17 @@
-"""PULSE (Menon et al. 2020, adamian98/pulse) in the shared engine (method.md §5).
+"""PULSE (Menon et al. 2020) in the shared engine (method.md §5), in two variants.
 
-Variables: a Gaussianised W+ code x ``[B, L, w_dim]`` with ``w = LeakyReLU_0.2(σ⊙x + μ)``
-(the diagonal fit of ``LeakyReLU_5(w)``, method.md §2) and the lowest noise maps. After every
-Adam step each latent row and each trainable noise map is rescaled to its initial norm
-(PULSE's SphericalOptimizer). Loss ``100·max(ε, MSE(D(x), y)) + 0.05·GEOCROSS(w)``, Adam 0.4,
-100 steps, linear1cycledrop. Unlike PULSE's script the best iterate is returned (PULSE's
-wrote its last image) and an output is always returned (PULSE's refused one above ε).
+``pulse``: the port of adamian98/pulse. Variables: a Gaussianised W+ code x ``[B, L, w_dim]``
+with ``w = LeakyReLU_0.2(σ⊙x + μ)`` (the diagonal fit of ``LeakyReLU_5(w)``, method.md §2) and
+the lowest noise maps. After every Adam step each latent row and each trainable noise map is
+rescaled to its initial norm (PULSE's SphericalOptimizer). Loss
+``100·max(ε, MSE(D(x), y)) + 0.05·GEOCROSS(w)``, Adam 0.4, 100 steps, linear1cycledrop, the
+finest noise map zeroed; the output is the best iterate among those scored before an update
+(PULSE.py's ``best_im``). Unlike PULSE's script an output is always returned (PULSE's
+refused one above ε).
+
+``pulse_rls_paper``: the PULSE baseline of the RLS paper, as its authors ran it
+(mgheisar/RLS_PLUS ``pulse_sr.py`` at f8df15d): GEOCROSS of the Gaussianised code x (not of
+w), a plain ``100·MSE`` without the ε floor, no noise map zeroed; otherwise as ``pulse``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from rls.search.peer_losses import (
     unit,
 )
 from rls.search.projections import project_sphere
+
+GEOCROSS_ON = ("w", "gaussianised")
 
 
 @register("pulse")
@@ -38,8 +46,12 @@ def build_pulse(
     fit_samples: int = 1_000_000,  # mapping samples of the diagonal fit (PULSE: 1e6, seed 0)
     fit_seed: int = 0,
     downsampler: str = "shared",  # "shared" (fair comparison) | "own" (PULSE bicubic)
+    geocross_on: str = "w",  # "w" (PULSE) | "gaussianised" (the RLS authors' pulse_sr.py)
+    method: str = "pulse",  # the registry key, for messages
     **unused,
 ) -> Method:
+    if geocross_on not in GEOCROSS_ON:
+        raise ValueError(f"{method}: geocross_on must be one of {GEOCROSS_ON}, got {geocross_on!r}")
     fit = GaussianFitCache(fit_samples, fit_seed)
 
     def stages(ctx: SearchContext) -> list[Stage]:
@@ -73,9 +85,10 @@ def build_pulse(
             return Rendered(G.synthesis(w, noise=noise), w)
 
         def losses(ctx, v, r):
+            code = r.latents if geocross_on == "w" else v["x"]
             return {
                 "mse": mse_weight * floored_mse(D(unit(r.image)), ctx.y, eps),
-                "geocross": geocross_weight * geocross(r.latents),
+                "geocross": geocross_weight * geocross(code),
             }
 
         def project(ctx, v):
@@ -93,9 +106,36 @@ def build_pulse(
                 optim=[OptimGroup(vars=["x", "noise*"], lr=lr, schedule=schedule)],
                 project=project,
                 select="best",
+                score_final=False,  # PULSE.py scores each iterate before its update only
             )
         ]
 
-    notes = "" if downsampler == "shared" else "pulse: own downsampler (PULSE bicubic)"
-    config = dict(steps=steps, lr=lr, eps=eps, trainable_noise=trainable_noise)
+    notes = "" if downsampler == "shared" else f"{method}: own downsampler (PULSE bicubic)"
+    config = dict(
+        steps=steps,
+        lr=lr,
+        eps=eps,
+        trainable_noise=trainable_noise,
+        zero_noise=list(zero_noise),
+        geocross_on=geocross_on,
+    )
     return Method(name=name, stages=stages, notes=notes, config=config)
+
+
+@register("pulse_rls_paper")
+def build_pulse_rls_paper(
+    name: str = "pulse_rls_paper",
+    eps: float = 0.0,  # pulse_sr.py: loss = 100 * mse_loss (no floor)
+    zero_noise: tuple[int, ...] = (),  # no noise map zeroed
+    geocross_on: str = "gaussianised",  # geocross(latent), latent = the Gaussianised code
+    **cfg,
+) -> Method:
+    """PULSE as the RLS authors ran it for their paper's table (``pulse_sr.py``)."""
+    return build_pulse(
+        name=name,
+        eps=eps,
+        zero_noise=zero_noise,
+        geocross_on=geocross_on,
+        method="pulse_rls_paper",
+        **cfg,
+    )
