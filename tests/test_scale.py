@@ -1,18 +1,18 @@
 """The paper's setting offline: FFHQ config-f with random weights, through evaluate.py on photos.
 
 The default suite builds the 1024² network and runs the evaluate path at config-f widths on
-64² (one step); ``-m slow`` runs RLS, RLS+ and PULSE at 1024² at x8 to x64, batch 1 and 2.
+32² (one step); ``-m slow`` runs RLS, RLS+ and PULSE at 1024² at x8 to x64, batch 1 and 2.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from benchmarks.gpu_check import make_photos
 from callbacks.results import image_path, read_rows
 from rls.generators import load_generator
 from rls.generators.make_random import main as make_random_main
@@ -56,21 +56,6 @@ def test_make_random_command_writes_a_checkpoint_that_loads_back(tmp_path, capsy
     assert G.img_resolution == 256 and G.num_ws == 14
     for (name, a), b in zip(G.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), name
-
-
-def make_photos(root: Path, n: int, size: int = 1024) -> list[str]:
-    """Smooth face-sized JPEGs (gradients + blobs), as a camera would write them."""
-    root.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    ids = []
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        img = np.stack([np.sin(6 * xx * rng.uniform(0.5, 2) + c) * 0.3 + 0.5 for c in range(3)], -1)
-        cx, cy = rng.uniform(0.3, 0.7, 2)
-        img *= (1 - 0.5 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.05))[..., None]
-        Image.fromarray((img * 255).astype(np.uint8)).save(root / f"face{i}.jpg", quality=90)
-        ids.append(f"face{i}")
-    return ids
 
 
 def _compose(overrides):
@@ -131,10 +116,11 @@ def _check_outputs(run_dir: Path, ids, size: int, scale: int):
 
 def test_evaluate_runs_config_f_widths_on_a_folder_of_photos(tmp_path):
     """The whole path of a real run (random config-f, 1024² JPEGs resized, flow trained,
-    RLS / RLS+ / PULSE, a batch of 2) at 64² so that the default suite stays fast."""
-    ids = make_photos(tmp_path / "photos", 2)
-    run_dir = _run_config_f(tmp_path, tmp_path / "photos", "x8", 8, 2, 1, resolution=64)
-    _check_outputs(run_dir, ids, 64, 8)
+    RLS / RLS+ / PULSE, a batch of 2) at 32² so that the default suite stays fast."""
+    make_photos(tmp_path / "photos", 2, 1024)
+    ids = ["face000", "face001"]
+    run_dir = _run_config_f(tmp_path, tmp_path / "photos", "x8", 8, 2, 1, resolution=32)
+    _check_outputs(run_dir, ids, 32, 8)
 
 
 @pytest.mark.slow
@@ -143,6 +129,38 @@ def test_evaluate_runs_config_f_at_1024_on_photos(tmp_path_factory, scale, batch
     """The paper's setting: FFHQ config-f 1024², RLS / RLS+ / PULSE on 1024² photos, x8 to
     x64, batch 1 and 2, every output written (two steps each: speed is benchmarks/search.py's)."""
     tmp_path = tmp_path_factory.getbasetemp() / "config_f_1024"
-    ids = make_photos(tmp_path / "photos", 2)
+    make_photos(tmp_path / "photos", 2, 1024)
+    ids = ["face000", "face001"]
     run_dir = _run_config_f(tmp_path, tmp_path / "photos", f"x{scale}", scale, batch_size, 2)
     _check_outputs(run_dir, ids, 1024, scale)
+
+
+def test_gpu_check_dry_run_runs_every_phase_on_cpu(tmp_path):
+    """scripts/gpu_check.sh --dry-run: the GPU command's phases at tiny size on the CPU,
+    each writing its JSON, so the command is known to work the day a GPU is lent."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    cmd = ["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["ok"] and report["dry_run"]
+    assert [p["phase"] for p in report["phases"]] == [
+        "tests", "search_fp32", "search_tf32", "evaluate"
+    ]  # fmt: skip
+    tests = json.loads((tmp_path / "gpu_tests.json").read_text())
+    assert tests["counts"].get("skipped", 0) >= 3  # the CUDA tests: collected, no device here
+    for variant in ("fp32", "tf32"):
+        bench = json.loads((tmp_path / f"gpu_search_{variant}.json").read_text())
+        assert {(r["method"], r["batch"]) for r in bench["rows"]} == {
+            (m, b) for m in ("rls", "rls_plus") for b in (1, 2)
+        }
+        assert bench["tf32"] == (variant == "tf32") and bench["load_average_1_5_15"]
+        assert all(r["s_per_step"] > 0 and r["peak_bytes"] > 0 for r in bench["rows"])
+    evaluation = json.loads((tmp_path / "gpu_evaluate.json").read_text())
+    methods = evaluation["summary"]["methods"]
+    assert methods["rls"]["ok"] == methods["rls_plus"]["ok"] == 2
