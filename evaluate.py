@@ -63,12 +63,14 @@ def _generator_key(G: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module):
+def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module, run_dir: Path | None = None):
     """The W prior of the search: ``prior.path``, or a flow trained for G and cached.
 
     With no path and ``prior.train_if_missing``, a flow (architecture from the ``flow``
     group) is trained by ``rls.lit.fit_flow`` into ``prior.cache_dir/<G hash>-<cfg hash>``
-    and reused by later runs. Without either, methods that need a prior will say so.
+    and reused by later runs; its curves and diagnostics go to the run's logger (a W&B run
+    of its own, job type ``train_flow``, beside the evaluation's in ``run_dir``). Without
+    either, methods that need a prior will say so.
     """
     from rls.flows import load_prior
 
@@ -93,9 +95,17 @@ def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module):
     if path.exists():
         print(f"[evaluate] prior: reusing the flow trained earlier for this generator: {path}")
         return load_prior(path, generator=G)
+    from callbacks.flow_report import FlowDiagnostics, FlowReport
+    from callbacks.loggers import finish, make_logger, sweep_name
     from rls.lit import fit_flow
 
     print(f"[evaluate] prior: no flow for this generator yet; training one -> {out_dir}")
+    logger = None  # W&B only: a csv logger would share the run's csv/metrics.csv
+    if (cfg.get("logger") or {}).get("kind") == "wandb":
+        logger = make_logger(
+            cfg.logger, run_dir or out_dir, f"flow-{out_dir.name}", sweep_name(), "train_flow",
+            {"generator": OmegaConf.to_container(cfg.generator, resolve=True), "prior": recipe},
+        )  # fmt: skip
     flow, metrics = fit_flow(
         G,
         recipe["flow"],
@@ -106,8 +116,11 @@ def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module):
         output_dir=str(out_dir),
         epoch_size=pcfg.epoch_size,
         lr=pcfg.lr,
+        logger=logger,
+        callbacks=[FlowReport(), FlowDiagnostics()],
         trainer_kwargs={"enable_progress_bar": False, "enable_model_summary": False},
     )
+    finish(logger)
     nll = metrics.get("val_nll", {})
     print(f"[evaluate] prior: trained in {metrics.get('steps')} steps; held-out NLL {nll}")
     print(f"[evaluate] prior: saved {path}")
@@ -179,11 +192,19 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     ``callbacks``; ``inference_mode=False`` because the search needs autograd in test."""
     import pytorch_lightning as pl
 
-    from callbacks.loggers import make_logger
+    from callbacks.loggers import make_logger, sweep_name
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    logger = make_logger(
+        cfg.get("logger"),
+        run_dir,
+        name=run_dir.name,
+        group=sweep_name(),  # the runs of one -m sweep form one W&B group
+        job_type="+".join(cfg.method),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
     kwargs.update(
-        logger=make_logger(cfg.get("logger"), run_dir, name=run_dir.name),
+        logger=logger,
         callbacks=build_callbacks(cfg, run_dir),
         inference_mode=False,
         default_root_dir=str(run_dir),
@@ -213,7 +234,7 @@ def evaluate(cfg: DictConfig) -> Path:
     G = instantiate(cfg.generator)
     corruption = OmegaConf.to_container(cfg.corruption, resolve=True)
     D = build_degradation(cfg.scale, **corruption)
-    prior = load_or_train_prior(cfg, G)
+    prior = load_or_train_prior(cfg, G, run_dir)
     methods = build_methods(cfg)
     metrics, lpips_net = build_metrics(cfg)
     done = finished_pairs(run_dir)

@@ -18,9 +18,10 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from callbacks.loggers import make_logger
+from callbacks.loggers import finish, make_logger, sweep_name
 from rls.lit import fit_flow
 
 
@@ -33,8 +34,15 @@ def main(cfg: DictConfig) -> dict:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     max_steps = int(trainer_kwargs.pop("max_steps"))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    logger = make_logger(cfg.logger, output_dir, name=output_dir.name)
-    if logger:
+    logger = make_logger(
+        cfg.logger,
+        output_dir,
+        name=output_dir.name,
+        group=sweep_name(),
+        job_type="train_flow",
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    if logger and not isinstance(logger, WandbLogger):  # W&B got the config at its start
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     flow, metrics = fit_flow(
         G,
@@ -56,6 +64,7 @@ def main(cfg: DictConfig) -> dict:
         resume=cfg.resume,
         generator_name=str(cfg.generator.get("source")),
     )
+    finish(logger)  # one W&B run per job, also for several jobs in one process (-m)
     if rank_zero_only.rank == 0:
         print(json.dumps({"val_nll": metrics["val_nll"]}, indent=2))
         print(f"flow: {output_dir / 'flow.safetensors'}\nmetrics: {output_dir / 'metrics.json'}")

@@ -44,8 +44,47 @@ def wandb_mode(requested: str = "auto") -> str:
     return mode
 
 
-def make_logger(cfg: Mapping | None, save_dir: str | Path, name: str | None = None):
-    """A Lightning logger for ``cfg`` writing under ``save_dir`` (``False`` for none)."""
+def flat_config(config: Mapping, prefix: str = "") -> dict:
+    """``{"method.rls.steps": 500, ...}``: a nested config as one level of dotted keys, so
+    the W&B runs table can show, filter and group by any setting (lists stay values)."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flat_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def sweep_name() -> str | None:
+    """Inside a Hydra multirun (``-m``), the sweep's name: its directory (``hydra.sweep.dir``)
+    relative to the launch directory. ``None`` for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    launch_dir = Path(HydraConfig.get().runtime.cwd)
+    if sweep_dir.is_absolute() and sweep_dir.is_relative_to(launch_dir):
+        sweep_dir = sweep_dir.relative_to(launch_dir)
+    return sweep_dir.as_posix()
+
+
+def make_logger(
+    cfg: Mapping | None,
+    save_dir: str | Path,
+    name: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    config: Mapping | None = None,
+):
+    """A Lightning logger for ``cfg`` writing under ``save_dir`` (``False`` for none).
+
+    W&B only: ``group`` (runs of one sweep), ``job_type`` and ``config`` (logged flat, see
+    :func:`flat_config`) are the job's defaults; a ``group`` set in ``cfg`` wins.
+    """
     if cfg is None:
         return False
     cfg = dict(cfg)
@@ -65,8 +104,19 @@ def make_logger(cfg: Mapping | None, save_dir: str | Path, name: str | None = No
             project=cfg.get("project") or "rls",
             name=cfg.get("name") or name,
             save_dir=str(save_dir),
-            group=cfg.get("group"),
+            group=cfg.get("group") or group,
+            job_type=job_type,
+            config=flat_config(config or {}),
             tags=list(cfg.get("tags") or []),
             mode=wandb_mode(cfg.get("mode", "auto")),
         )
     raise ValueError(f"unknown logger kind {kind!r} in the logger config; choose one of {KINDS}")
+
+
+def finish(logger) -> None:
+    """End a logger's W&B run so that the next job of the process starts its own (wandb
+    otherwise hands the live run to the next ``WandbLogger``). Other loggers: nothing."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger.experiment.finish()

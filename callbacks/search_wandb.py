@@ -1,20 +1,26 @@
-"""W&B media for the evaluation job: loss curves, image grids, per-image table, summary.
+"""W&B content of the evaluation job: loss curves, image grids, results and summary tables.
 
 Does nothing unless the trainer has a ``WandbLogger`` (``logger=wandb``; offline without an
 account). Place it after :class:`callbacks.results.ResultsWriter`, whose merged
-results.csv and summary.json it uploads at the end.
+results.csv and summary.json it uploads at the end, so the W&B numbers cover every image
+of the run directory, including those of earlier (resumed) invocations.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from callbacks.results import image_path, read_rows
+from callbacks.results import METRIC_COLUMNS, image_path, read_rows
+
+STEP_KEY = "search/step"  # the x axis of the mean loss curves ``search/<method>/<term>``
+SUMMARY_COLUMNS = ["method", "count", "ok", "failed"]
 
 
 def _wandb_logger(trainer):
@@ -42,13 +48,74 @@ def to_uint8_hwc(image: torch.Tensor):
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
+def term_steps(terms: dict) -> dict[str, range]:
+    """The step of every value of every loss term on the method's shared axis (that of
+    ``total``): a stage's terms ``<stage>/<term>`` start where the earlier stages ended."""
+    starts, start = {}, 0
+    for key, values in terms.items():
+        stage, _, term = key.rpartition("/")
+        if stage and term == "total":
+            starts[stage] = start
+            start += len(values)
+    steps = {}
+    for key, values in terms.items():
+        first = starts.get(key.rpartition("/")[0], 0)
+        steps[key] = range(first, first + len(values))
+    return steps
+
+
+def _number(value):
+    """A results.csv cell as a number (``None`` when empty or not finite)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def typed_row(row: dict) -> dict:
+    """A results.csv row with its numeric columns as numbers (csv holds text)."""
+    out = dict(row)
+    for column in ("scale", *METRIC_COLUMNS):
+        if column in out:
+            out[column] = _number(out[column])
+    for column in ("scale", "steps"):
+        if out.get(column) is not None and float(out[column]).is_integer():
+            out[column] = int(out[column])
+    return out
+
+
+def summary_table(summary: dict) -> tuple[list[str], list[list]]:
+    """summary.json's methods as table rows: counts, then mean and std of each metric,
+    then set-level numbers (FID, KID)."""
+    metrics = [c for c in METRIC_COLUMNS if any(c in e for e in summary.values())]
+    extra = sorted(
+        {k for e in summary.values() for k, v in e.items() if isinstance(v, int | float)}
+        - set(SUMMARY_COLUMNS)
+    )
+    columns = [*SUMMARY_COLUMNS, *(f"{m}{s}" for m in metrics for s in ("", "_std")), *extra]
+    rows = []
+    for method, entry in summary.items():
+        row = [method, *(entry.get(c) for c in SUMMARY_COLUMNS[1:])]
+        for m in metrics:
+            row += [entry[m]["mean"], entry[m]["std"]] if m in entry else [None, None]
+        rows.append(row + [entry.get(k) for k in extra])
+    return columns, rows
+
+
 class SearchWandb(pl.Callback):
     """Logs the search to W&B.
 
-    - ``search/<method>/<image>``: per-step loss terms of the first ``curves`` images,
+    - ``search/<method>/<term>`` against ``search/step``: each loss term averaged over the
+      first ``curves`` images of each method (the report's loss curves), and
+      ``curves/<method>/<image>``: every term of each of those images as a line chart,
     - ``grids``: LR | each method | HR for the first ``grid_images`` images,
-    - ``results``: the per-image table (results.csv, with the solution images),
-    - the run summary: mean metrics per method from summary.json.
+    - ``results``: the per-image table (results.csv, numbers as numbers, with the images),
+    - ``summary``: mean / std per method and metric (summary.json), also as the artifact
+      ``summary-<run directory name>`` with summary.json and results.csv,
+    - the run summary: ``<method>/<metric>`` means (and ``_std``) from summary.json.
+
+    The W&B run is finished when the test ends, so a sweep's next member starts its own.
     """
 
     def __init__(self, run_dir: str | Path, curves: int = 4, grid_images: int = 8):
@@ -56,46 +123,78 @@ class SearchWandb(pl.Callback):
         self.run_dir = Path(run_dir)
         self.curves = curves
         self.grid_images = grid_images
-        self._curves_logged = 0
+        self._curves: dict[str, list[dict]] = {}  # method -> terms [steps, k] per batch
+        self._curves_logged: set[str] = set()
+        self._line_charts = 0
         self._grids_logged = 0
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        logger = _wandb_logger(trainer)
+        if logger is not None and trainer.is_global_zero:
+            logger.experiment.define_metric(STEP_KEY)
+            logger.experiment.define_metric("search/*", step_metric=STEP_KEY)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         logger = _wandb_logger(trainer)
         if logger is None or not outputs or not trainer.is_global_zero:
             return
-        self._log_curves(logger, outputs.get("histories", {}))
+        histories = outputs.get("histories", {})
+        self._log_line_charts(logger, histories)
+        self._collect_curves(logger, histories)
         self._log_grids(
             logger,
             outputs.get("images", []),
             list(getattr(pl_module, "methods_and_baselines", pl_module.methods)),
         )
 
-    def _log_curves(self, logger, histories: dict) -> None:
+    def _log_line_charts(self, logger, histories: dict) -> None:
         import wandb
 
-        if self._curves_logged >= self.curves:
-            return
         first = next(iter(histories.values()), None)
         if first is None:
             return
         for image_id in first["image_id"]:
-            if self._curves_logged >= self.curves:
+            if self._line_charts >= self.curves:
                 break
             for method, hist in histories.items():
                 if image_id not in hist["image_id"]:
                     continue
                 col = hist["image_id"].index(image_id)
-                terms = {k: v[:, col].tolist() for k, v in hist["terms"].items()}
-                steps = list(range(len(next(iter(terms.values())))))
+                steps = term_steps(hist["terms"])
                 plot = wandb.plot.line_series(
-                    xs=steps,
-                    ys=list(terms.values()),
-                    keys=list(terms),
+                    xs=[list(steps[k]) for k in hist["terms"]],
+                    ys=[v[:, col].tolist() for v in hist["terms"].values()],
+                    keys=list(hist["terms"]),
                     title=f"{method} losses, {image_id}",
                     xname="step",
                 )
-                logger.experiment.log({f"search/{method}/{image_id}": plot})
-            self._curves_logged += 1
+                logger.experiment.log({f"curves/{method}/{image_id}": plot})
+            self._line_charts += 1
+
+    def _collect_curves(self, logger, histories: dict) -> None:
+        """Keep each method's curves until ``curves`` images are in, then log their mean."""
+        for method, hist in histories.items():
+            if method in self._curves_logged or not hist["image_id"]:
+                continue
+            self._curves.setdefault(method, []).append(hist["terms"])
+            if sum(t["total"].shape[1] for t in self._curves[method]) >= self.curves:
+                self._log_mean_curves(logger, method)
+
+    def _log_mean_curves(self, logger, method: str) -> None:
+        batches = self._curves.pop(method)
+        self._curves_logged.add(method)
+        first = batches[0]
+        batches = [b for b in batches if all(b[k].shape[0] == v.shape[0] for k, v in first.items())]
+        terms = {
+            k: torch.cat([b[k] for b in batches], dim=1)[:, : self.curves].float().nanmean(1)
+            for k in first
+        }
+        rows: dict[int, dict] = {}
+        for key, steps in term_steps(terms).items():
+            for step, value in zip(steps, terms[key].tolist()):
+                rows.setdefault(step, {STEP_KEY: step})[f"search/{method}/{key}"] = value
+        for step in sorted(rows):
+            logger.experiment.log(rows[step])
 
     def _log_grids(self, logger, images: list, methods: list[str]) -> None:
         if self._grids_logged >= self.grid_images:
@@ -121,22 +220,57 @@ class SearchWandb(pl.Callback):
         logger = _wandb_logger(trainer)
         if logger is None or not trainer.is_global_zero:
             return
+        for method in list(self._curves):  # fewer than ``curves`` images in the whole run
+            self._log_mean_curves(logger, method)
+        self._log_results(logger)
+        self._log_summary(logger)
+
+    def _log_results(self, logger) -> None:
         import wandb
 
-        rows = read_rows(self.run_dir / "results.csv")
-        if rows:
-            columns = list(rows[0]) + ["image"]
-            data = []
-            for row in rows:
-                path = image_path(self.run_dir, row["method"], row["image_id"])
-                data.append([*row.values(), wandb.Image(str(path)) if path.exists() else None])
-            logger.experiment.log({"results": wandb.Table(columns=columns, data=data)})
-        summary_path = self.run_dir / "summary.json"
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())["methods"]
-            for method, entry in summary.items():
-                for key, value in entry.items():
-                    if isinstance(value, dict) and "mean" in value:
-                        logger.experiment.summary[f"{method}/{key}"] = value["mean"]
-                    elif isinstance(value, int | float):
-                        logger.experiment.summary[f"{method}/{key}"] = value
+        rows = [typed_row(row) for row in read_rows(self.run_dir / "results.csv")]
+        if not rows:
+            return
+        data = []
+        for row in rows:
+            path = image_path(self.run_dir, row["method"], row["image_id"])
+            data.append([*row.values(), wandb.Image(str(path)) if path.exists() else None])
+        logger.experiment.log({"results": wandb.Table(columns=[*rows[0], "image"], data=data)})
+
+    def _log_summary(self, logger) -> None:
+        import wandb
+
+        path = self.run_dir / "summary.json"
+        if not path.exists():
+            return
+        summary = json.loads(path.read_text())["methods"]
+        for method, entry in summary.items():
+            for key, value in entry.items():
+                if isinstance(value, dict) and "mean" in value:
+                    logger.experiment.summary[f"{method}/{key}"] = value["mean"]
+                    logger.experiment.summary[f"{method}/{key}_std"] = value["std"]
+                elif isinstance(value, int | float):
+                    logger.experiment.summary[f"{method}/{key}"] = value
+        columns, data = summary_table(summary)
+        table = wandb.Table(columns=columns, data=data)
+        logger.experiment.log({"summary": table})
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"summary-{self.run_dir.name}")
+        artifact = wandb.Artifact(name, type="summary", description="mean/std per method")
+        artifact.add(table, "summary")
+        for file in (path, self.run_dir / "results.csv"):
+            if file.exists():
+                artifact.add_file(str(file))
+        logger.experiment.log_artifact(artifact)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        _finish(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        _finish(trainer, exit_code=1)
+
+
+def _finish(trainer, exit_code: int = 0) -> None:
+    """End the job's W&B run (``logger._experiment``: never start one just to end it)."""
+    logger = _wandb_logger(trainer)
+    if logger is not None and trainer.is_global_zero and logger._experiment is not None:
+        logger.experiment.finish(exit_code=exit_code)
