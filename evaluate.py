@@ -176,6 +176,20 @@ def build_metrics(cfg: DictConfig):
     return factory, nets.get("alex")
 
 
+AUTO_BATCH_START = 8  # data.batch_size=auto: the first try, halved while it does not fit
+
+
+def batch_size_override(cfg: DictConfig) -> dict:
+    """``data.batch_size=auto``: load batches of ``AUTO_BATCH_START`` images; the search
+    halves a batch that runs out of memory (``SearchModule(split_batches=True)``)."""
+    value = cfg.data.get("batch_size")
+    if str(value) == "auto":
+        return {"batch_size": AUTO_BATCH_START}
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"data.batch_size must be a positive integer or auto, got {value!r}")
+    return {}
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     """The ``callbacks`` group, each given the run directory when it takes one."""
     out = []
@@ -253,8 +267,9 @@ def evaluate(cfg: DictConfig) -> Path:
         skip=done,
         bicubic_baseline=bool(cfg.get("bicubic_baseline", False)),
         anchor_from=anchor_sources(methods) if cfg.get("reuse_rls_anchor", True) else None,
+        split_batches=str(cfg.data.get("batch_size")) == "auto",
     )
-    datamodule = instantiate(cfg.data, generator=G)
+    datamodule = instantiate(cfg.data, generator=G, **batch_size_override(cfg))
     trainer = build_trainer(cfg, run_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)
     report = run_dir / "report.html"

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rls.search import Method, SearchResult, search
+from rls.search import Method, SearchResult
 from rls.search.losses import flow_nll
+from rls.search.memory import search_fitting
 from rls.seeding import seeds_for
 
 OBSERVE_SALT = "observe"  # the corruption noise of image i comes from seed_from_id(i, this)
@@ -83,6 +84,9 @@ class SearchModule(pl.LightningModule):
         anchor_from: ``{method: source}``: take ``method``'s results from the ``rls`` stage
             of ``source`` instead of searching again (RLS from RLS+'s anchor; only valid
             when the anchor's config equals the method's: :func:`anchor_sources`).
+        split_batches: a batch that runs out of memory is searched in halves (then
+            smaller) instead of failing with ``BatchTooLargeError`` (``data.batch_size=auto``);
+            images never interact, so per-image results are the same.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class SearchModule(pl.LightningModule):
         history_images: int = 4,
         bicubic_baseline: bool = False,
         anchor_from: Mapping[str, str] | None = None,
+        split_batches: bool = False,
     ):
         super().__init__()
         if not methods:
@@ -115,6 +120,8 @@ class SearchModule(pl.LightningModule):
         self.skip = set(skip)
         self.history_images = history_images
         self.anchor_from = dict(anchor_from or {})
+        self.split_batches = split_batches
+        self._chunks: dict[str, int] = {}  # per method: the chunk size that fitted
         for target, source in self.anchor_from.items():
             if target not in self.methods or source not in self.methods:
                 raise ValueError(f"anchor_from: {target!r} <- {source!r}: both must be methods")
@@ -189,9 +196,16 @@ class SearchModule(pl.LightningModule):
             if not index or name in derived:
                 continue
             sel = torch.tensor(index, device=y.device)
-            result = search(
-                method, self.G, y[sel], self.D, seeds[index], self.prior, self.perceptual
-            )
+            result, chunk = search_fitting(
+                method, self.G, y[sel], self.D, seeds[index], self.prior, self.perceptual,
+                split=self.split_batches, chunk=self._chunks.get(name),
+            )  # fmt: skip
+            if chunk < len(index) and chunk != self._chunks.get(name):
+                print(
+                    f"[search] {name}: a batch of {len(index)} images did not fit in memory;"
+                    f" running chunks of {chunk} (set data.batch_size={chunk} next time)"
+                )
+            self._chunks[name] = chunk
             self._emit(name, index, result, *out)
             for target in (t for t, source in derived.items() if source == name):
                 where = [index.index(i) for i in pending[target]]
