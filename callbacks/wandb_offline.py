@@ -138,8 +138,10 @@ def _config_value(value):
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """The offline run directories under ``root`` (a run directory of evaluate.py or
-    train_flow.py, or a ``wandb/`` folder), oldest first."""
+    """The W&B run directories under ``root`` (a run directory of evaluate.py or
+    train_flow.py, or a ``wandb/`` folder), oldest first: ``offline-run-<time>-<id>`` and,
+    for online runs, their local copy ``run-<time>-<id>`` (the same transaction log)."""
     root = Path(root)
     wandb_dir = root if root.name == "wandb" else root / "wandb"
-    return sorted(p for p in wandb_dir.glob("offline-run-*") if p.is_dir())
+    found = [*wandb_dir.glob("offline-run-*"), *wandb_dir.glob("run-*")]
+    return sorted((p for p in found if p.is_dir()), key=lambda p: p.name.removeprefix("offline-"))

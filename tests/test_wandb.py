@@ -190,3 +190,60 @@ def test_train_flow_logs_nll_curves_priors_and_diagnostics(offline_wandb, tmp_pa
     assert priors == pytest.approx(nll)
     for key in ("flow/chi2", "flow/qq", "flow/moments", "flow/chi2_during_training"):
         assert (run.files / run.values(key)[-1]["filenames"][0]).is_file()
+
+
+def test_sweep_report_shows_the_offline_runs_and_their_numbers(sweep, monkeypatch):
+    """The W&B Report built after `wandb sync` (only its upload is replaced)."""
+    from callbacks import wandb_report
+
+    published = []
+    monkeypatch.setattr(wandb_report, "publish", lambda report: published.append(report))
+    members = [sweep["dir"] / c for c in ("none", "gaussian_noise")]
+    wandb_report.main([*map(str, members), "--entity", "someone"])
+    (report,) = published
+    runs = [sweep[c]["wplus+rls"] for c in ("none", "gaussian_noise")]
+    flow_run = sweep["none"]["train_flow"]
+    assert (report.entity, report.project) == ("someone", "rls")
+
+    grids = [b for b in report.blocks if hasattr(b, "panels")]
+    panels = {type(p).__name__: [] for g in grids for p in g.panels}
+    for g in grids:
+        for p in g.panels:
+            panels[type(p).__name__].append((g.runsets[0].filters, p))
+    evaluation = "Group = 'sweep-test' and JobType != 'train_flow'"
+
+    # the aggregated table: the runs' own summary numbers, column by column
+    psnr = next(b.text for b in report.blocks if getattr(b, "text", "").startswith("| method"))
+    lines = {line.split(" | ")[0].strip("| "): line for line in psnr.splitlines()[2:]}
+    assert psnr.splitlines()[0] == "| method | none | gaussian_noise |"
+    for method in ("bicubic", "wplus", "rls"):
+        cells = lines[method].strip("|").split("|")[1:]
+        for cell, run in zip(cells, runs):
+            assert cell.strip(" *").startswith(f"{run.summary[f'{method}/psnr']:.4g} ± ")
+
+    # realism-fidelity: one scatter per method with a flow NLL, on keys every run has
+    scatters = panels["ScatterPlot"]
+    assert {p.title.split(":")[0] for _, p in scatters} == {"wplus", "rls"}
+    for filters, p in scatters:
+        assert filters == evaluation
+        assert all(p.x in r.summary and p.y in r.summary for r in runs)
+
+    # image grids, loss curves per method, tables: keys the runs logged
+    history = set().union(*(r.history_keys() for r in runs))
+    assert [p.media_keys for f, p in panels["MediaBrowser"] if f == evaluation] == [["grids"]]
+    curves = [p for f, p in panels["LinePlot"] if f == evaluation]
+    assert sorted(p.title for p in curves) == ["rls loss terms", "wplus loss terms"]
+    for p in curves:
+        assert p.x == "search/step" and set(p.y) <= history
+        assert f"search/{p.title.split()[0]}/total" in p.y
+    tables = {p.table_name for _, p in panels["WeavePanelSummaryTable"]}
+    assert {"summary", "results", "flow/priors"} == tables
+
+    # the flow trained for the sweep: its NLL curves and diagnostics
+    flow = [
+        p
+        for f, p in panels["LinePlot"] + panels["MediaBrowser"]
+        if f.endswith("= 'train_flow'") and "!=" not in f
+    ]
+    keys = {k for p in flow for k in getattr(p, "y", None) or p.media_keys}
+    assert {"val/nll", "flow/chi2", "flow/qq", "flow/nll"} <= keys <= flow_run.history_keys()
