@@ -192,6 +192,13 @@ def test_results_and_inputs_do_not_depend_on_the_order(tmp_path, batch4):
 # ----------------------------------------------------------- method configs -> methods
 
 
+# RLS starts from the mean of 1e6 mapped codes; fewer keep the test fast (not a loss weight)
+SMALL_START_MEAN = ["method.rls.start_samples=4096"]
+
+
+PLUS_ANCHOR = "method.rls_plus.anchor.start_samples"
+
+
 @pytest.fixture(scope="module")
 def tiny_problem():
     from rls.flows import WFlow, sample_w
@@ -214,7 +221,7 @@ def test_rls_config_reaches_the_built_method(tiny_problem):
     from rls.search.losses import cross_distance, flow_nll, flow_pn, lr_l1, to_unit
 
     G, prior, D, y = tiny_problem
-    methods = evaluate.build_methods(compose(["method=[rls]"]))
+    methods = evaluate.build_methods(compose(["method=[rls]", *SMALL_START_MEAN]))
     ctx = SearchContext(G=G, y=y, D=D, seeds=torch.tensor([1, 2]), prior=prior)
     (stage,) = methods["rls"].build_stages(ctx)
     assert stage.steps == 500 and stage.select == "best"
@@ -239,7 +246,7 @@ def test_rls_plus_config_reaches_the_built_method(tiny_problem):
     fine-tuning the configured steps, loss weight and constraint."""
     import evaluate
 
-    cfg = compose(["method=[rls,rls_plus]"])
+    cfg = compose(["method=[rls,rls_plus]", *SMALL_START_MEAN, f"{PLUS_ANCHOR}=4096"])
     methods = evaluate.build_methods(cfg)
     plus = methods["rls_plus"]
     assert plus.config["anchor"] == methods["rls"].config  # RLS+ starts from RLS's solution
