@@ -1,4 +1,4 @@
-"""Must-show (issue 5): on the tiny generator with generator-sampled targets at ×8, RLS
+"""Must-show: on the tiny generator with generator-sampled targets at ×8, RLS
 recovers the targets (HR PSNR above bicubic upsampling of the LR, high LR-PSNR), has a
 lower flow NLL than unregularised W+ search on the same inputs, and RLS+ raises LR-PSNR
 over RLS.
@@ -94,9 +94,10 @@ def recovery(G, flow, n_images: int, rls_steps: int, plus_steps: int, starts: in
     return out
 
 
-def assert_must_show(out: dict, hr_margin_db: float, min_lr_psnr: float) -> None:
+def assert_must_show(out: dict, bicubic_margin_db: float, wplus_margin_db: float, min_lr_psnr):
     hr, lr, nll = out["hr_psnr"], out["lr_psnr"], out["nll"]
-    assert hr["rls"].mean() > hr["bicubic"].mean() + hr_margin_db  # recovers the targets
+    assert hr["rls"].mean() > hr["bicubic"].mean() + bicubic_margin_db  # recovers the targets
+    assert hr["rls"].mean() > hr["wplus"].mean() + wplus_margin_db  # the prior is what helps
     assert lr["rls"].mean() > min_lr_psnr  # consistent with the observation
     assert (nll["rls"] < nll["wplus"]).all()  # the prior keeps the code in W's bulk
     assert (lr["rls_plus"] > lr["rls"]).all()  # RLS+ gains fidelity over its anchor
@@ -106,11 +107,13 @@ def test_rls_recovers_targets_fast(G, flow):
     """A shorter run on 3 images (the default suite; ~15 s on one core). Run with ``-s``
     to print the per-image numbers."""
     out = recovery(G, flow, n_images=3, rls_steps=150, plus_steps=20)
-    assert_must_show(out, hr_margin_db=0.5, min_lr_psnr=22.0)
+    # measured: RLS 24.7 dB, bicubic 21.4, W+ 23.7; RLS LR-PSNR 29.5
+    assert_must_show(out, bicubic_margin_db=2.5, wplus_margin_db=0.5, min_lr_psnr=26.0)
 
 
 @pytest.mark.slow
 def test_rls_recovers_targets_full(G, flow):
     """The authors' settings: RLS 500 steps, RLS+ 80 steps (×8), 4 images (~2 min)."""
     out = recovery(G, flow, n_images=4, rls_steps=500, plus_steps=80)
-    assert_must_show(out, hr_margin_db=0.5, min_lr_psnr=25.0)
+    # measured: RLS 30.0 dB, bicubic 21.3, W+ 25.2; RLS LR-PSNR 37.2
+    assert_must_show(out, bicubic_margin_db=6.0, wplus_margin_db=3.0, min_lr_psnr=33.0)
