@@ -97,6 +97,7 @@ def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module, run_dir: Path | Non
         return load_prior(path, generator=G)
     from callbacks.flow_report import FlowDiagnostics, FlowReport
     from callbacks.loggers import finish, make_logger, sweep_name
+    from callbacks.progress import RunProgressBar
     from rls.lit import fit_flow
 
     print(f"[evaluate] prior: no flow for this generator yet; training one -> {out_dir}")
@@ -117,8 +118,12 @@ def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module, run_dir: Path | Non
         epoch_size=pcfg.epoch_size,
         lr=pcfg.lr,
         logger=logger,
-        callbacks=[FlowReport(), FlowDiagnostics()],
-        trainer_kwargs={"enable_progress_bar": False, "enable_model_summary": False},
+        # steps, NLL and ETA of the fit (dropped when quiet), the flow's pictures
+        callbacks=[RunProgressBar(), FlowReport(), FlowDiagnostics()],
+        trainer_kwargs={
+            "enable_progress_bar": cfg.trainer.get("enable_progress_bar", True),
+            "enable_model_summary": False,
+        },
     )
     finish(logger)
     nll = metrics.get("val_nll", {})
@@ -217,9 +222,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         job_type="+".join(cfg.method),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    callbacks = build_callbacks(cfg, run_dir)
+    if not kwargs.get("enable_progress_bar", True):  # quiet: Lightning refuses a bar then
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     kwargs.update(
         logger=logger,
-        callbacks=build_callbacks(cfg, run_dir),
+        callbacks=callbacks,
         inference_mode=False,
         default_root_dir=str(run_dir),
     )

@@ -15,6 +15,7 @@ from callbacks.sweep import load_sweep, main, write_sweep
 FAST = [
     "method=[wplus]",
     "method.wplus.steps=2",
+    "method.wplus.start_samples=1000",  # w̄ from 1e3 mapped codes, not 1e6: seconds
     "data.dataset.n=2",
     "data.batch_size=2",
     "prior.train_if_missing=false",

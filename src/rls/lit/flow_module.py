@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -271,6 +271,8 @@ def fit_flow(
         "callbacks": [checkpoint, early_stop, *(callbacks or [])],
     }
     kwargs.update(trainer_kwargs or {})
+    if not kwargs.get("enable_progress_bar", True):  # Lightning refuses a bar it must not show
+        kwargs["callbacks"] = [c for c in kwargs["callbacks"] if not isinstance(c, ProgressBar)]
     trainer = pl.Trainer(**kwargs)
     last = ckpt_dir / "last.ckpt"
     resume_from = last if resume and last.is_file() else None

@@ -87,6 +87,11 @@ class SearchModule(pl.LightningModule):
         split_batches: a batch that runs out of memory is searched in halves (then
             smaller) instead of failing with ``BatchTooLargeError`` (``data.batch_size=auto``);
             images never interact, so per-image results are the same.
+
+    ``progress`` (set by a progress bar, e.g. ``callbacks.progress.RunProgressBar``): an
+    object with ``search_start(method, image_ids)``, ``search_step(step, stage, losses)``
+    (the search loop's per-step callback: ``[B]`` loss tensors, no sync made for it) and
+    ``search_end(method, steps)``; None: no reporting.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class SearchModule(pl.LightningModule):
         self.methods_and_baselines = [*self.baselines, *self.methods]
         self.dataset_metrics: dict[str, dict[str, float]] = {}
         self._computed: dict[str, int] = {}  # images measured per method in this run
+        self.progress = None
         for module in (self.G, self.D, self.prior, self.perceptual):
             if module is not None:
                 module.requires_grad_(False).eval()
@@ -196,10 +202,16 @@ class SearchModule(pl.LightningModule):
             if not index or name in derived:
                 continue
             sel = torch.tensor(index, device=y.device)
+            progress = self.progress
+            if progress is not None:
+                progress.search_start(name, [ids[i] for i in index])
             result, chunk = search_fitting(
                 method, self.G, y[sel], self.D, seeds[index], self.prior, self.perceptual,
                 split=self.split_batches, chunk=self._chunks.get(name),
+                callback=progress.search_step if progress is not None else None,
             )  # fmt: skip
+            if progress is not None:
+                progress.search_end(name, result.steps)
             if chunk < len(index) and chunk != self._chunks.get(name):
                 print(
                     f"[search] {name}: a batch of {len(index)} images did not fit in memory;"

@@ -71,12 +71,14 @@ def search_fitting(
     perceptual=None,
     split: bool = False,
     chunk: int | None = None,
+    callback=None,
 ) -> tuple[SearchResult, int]:
     """``search`` over the batch in chunks of at most ``chunk`` images (default: all).
 
     On an out-of-memory error the chunk is halved and the failed chunk rerun when
     ``split`` is true; otherwise :class:`BatchTooLargeError` says which batch size did not
     fit and what to set. Returns the result of the whole batch and the chunk size that ran.
+    ``callback`` is :func:`search`'s, called for every chunk in turn.
     """
     B = y.shape[0]
     chunk = min(chunk or B, B)
@@ -86,7 +88,9 @@ def search_fitting(
     while start < B:
         stop = min(start + chunk, B)
         try:
-            parts.append(search(method, G, y[start:stop], D, seeds[start:stop], prior, perceptual))
+            parts.append(
+                search(method, G, y[start:stop], D, seeds[start:stop], prior, perceptual, callback)
+            )
         except (RuntimeError, torch.OutOfMemoryError) as err:
             if not is_out_of_memory(err):
                 raise
