@@ -8,12 +8,20 @@ writes JSON (default benchmarks/results/generator.json).
     .venv/bin/python benchmarks/generator.py                      # 64², 256² (batch 1, 4)
     .venv/bin/python benchmarks/generator.py --cases 64x1 64x4 256x1 256x4 1024x1 1024x4
     .venv/bin/python benchmarks/generator.py --device cuda
+    .venv/bin/python benchmarks/generator.py --cases 1024x1 --nvidia /path/to/stylegan2-ada-pytorch
+
+``--nvidia DIR`` also times NVIDIA's own networks (a local checkout of
+NVlabs/stylegan2-ada-pytorch, never part of this project; on the CPU its ops run their
+reference implementations) with the same weights and W+, alternating the two so that both
+see the same machine load, and records the speed-up (NVIDIA time / ours) and the largest
+image difference. Writes benchmarks/results/generator_vs_nvidia.json by default.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -94,6 +102,55 @@ def bench(resolution: int, batch: int, device: torch.device, budget_s: float) ->
     )
 
 
+def compare_nvidia(resolution: int, batch: int, device, reps: int, nvidia_dir: Path) -> dict:
+    """Forward + backward w.r.t. W+, ours against NVIDIA's networks with the same weights,
+    alternated ``reps`` times; best times (the steadier number on a shared machine)."""
+    import sys
+
+    sys.path.insert(0, str(nvidia_dir))
+    from training.networks import Generator as NvidiaGenerator  # a local checkout, not ours
+
+    cfg = config_f(resolution)
+    G = Generator(**cfg).eval().requires_grad_(False).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.normal_(generator=gen).mul_(0.5)
+        for name, b in G.named_buffers():
+            if name.endswith("noise_const"):
+                b.normal_(generator=gen)
+    N = NvidiaGenerator(**cfg).eval().requires_grad_(False).to(device)
+    N.load_state_dict(G.state_dict())
+    ws = torch.randn(batch, G.num_ws, G.w_dim, device=device, generator=gen)
+    nets = {
+        "ours": lambda w: G.synthesis(w, noise_mode="const"),
+        "nvidia": lambda w: N.synthesis(w, noise_mode="const", force_fp32=True),
+    }
+    with torch.no_grad():
+        diff = (nets["ours"](ws) - nets["nvidia"](ws)).abs().max().item()
+    times: dict[str, list[float]] = {name: [] for name in nets}
+    for _ in range(reps + 1):  # the first round is a warm-up
+        for name, net in nets.items():
+            w = ws.clone().requires_grad_(True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            net(w).square().mean().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - t)
+    best = {name: min(t[1:]) for name, t in times.items()}
+    return dict(
+        resolution=resolution,
+        batch=batch,
+        ours_forward_backward_best_s=best["ours"],
+        nvidia_forward_backward_best_s=best["nvidia"],
+        speedup_nvidia_over_ours=best["nvidia"] / best["ours"],
+        reps=reps,
+        max_abs_image_difference=diff,
+    )
+
+
 def cpu_name() -> str:
     """The CPU model (Linux /proc/cpuinfo), else whatever ``platform`` knows."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -113,9 +170,33 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per measurement")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/generator.json"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--nvidia", type=Path, default=None, help="stylegan2-ada-pytorch dir")
+    parser.add_argument("--reps", type=int, default=3, help="--nvidia: alternated rounds")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.nvidia:
+        cases = [tuple(int(v) for v in c.split("x")) for c in (args.cases or ["256x1"])]
+        rows = []
+        for res, batch in cases:
+            rows.append(compare_nvidia(res, batch, device, args.reps, args.nvidia))
+            r = rows[-1]
+            print(
+                f"{res}² batch {batch}: fwd+bwd ours {r['ours_forward_backward_best_s']:.2f} s,"
+                f" NVIDIA {r['nvidia_forward_backward_best_s']:.2f} s:"
+                f" {r['speedup_nvidia_over_ours']:.2f}x"
+                f" (max |diff| {r['max_abs_image_difference']:.1e})",
+                flush=True,
+            )
+        load = os.getloadavg() if hasattr(os, "getloadavg") else None
+        report = dict(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                      load_average_1_5_15=load, results=rows)  # fmt: skip
+        out = args.out or Path("benchmarks/results/generator_vs_nvidia.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+        return
+    args.out = args.out or Path("benchmarks/results/generator.json")
 
     if args.cases:
         cases = [tuple(int(v) for v in case.split("x")) for case in args.cases]

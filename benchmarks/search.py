@@ -340,6 +340,38 @@ def config_f(args, device) -> dict:
     return result
 
 
+def markdown_table(result: dict) -> str:
+    """The config-f result as the Markdown table the README quotes."""
+    gib = 2**30
+    lines = [
+        "| method | batch | s / step | s / step / image | peak memory (GiB) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['batch']} | {r['s_per_step']:.1f} |"
+            f" {r['s_per_step_per_image']:.1f} | {r['peak_bytes'] / gib:.1f} |"
+        )
+    for batch, s in result.get("recipe_s_per_image_by_batch", {}).items():
+        lines.append(
+            f"\nAuthors' recipe ({result['recipe']}), batch {batch}: ~{s:.0f} s per image."
+        )
+    parts = result.get("breakdown_s", {})
+    if parts:
+        lines += ["", f"Step parts at batch {result['breakdown_batch']} (s):", ""]
+        names = sorted({k for part in parts.values() for k in part})
+        lines += ["| part | " + " | ".join(parts) + " |", "|---" * (len(parts) + 1) + "|"]
+        for name in names:
+            cells = [f"{parts[m][name]:.2f}" if name in parts[m] else "–" for m in parts]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    load = result.get("load_average_1_5_15")
+    if load:
+        lines.append(
+            f"\nLoad average during the run: {load[0]:.1f} on {result['cpu_count']} cores."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -364,7 +396,11 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--table-from", default=None, help="only print a JSON's Markdown table")
     args = parser.parse_args()
+    if args.table_from:
+        print(markdown_table(json.loads(Path(args.table_from).read_text())), end="")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tf32:
@@ -399,6 +435,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
+    if args.generator:
+        out.with_suffix(".md").write_text(markdown_table(result))
+        print(f"wrote {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
