@@ -24,7 +24,17 @@ from omegaconf import DictConfig, OmegaConf
 
 # The keys whose values change the results; the others (trainer, logger, threads, ...) do
 # not, so e.g. a run started on one device can be resumed with trainer=ddp.
-RESULT_KEYS = ("generator", "flow", "prior", "method", "corruption", "data", "scale", "seed")
+RESULT_KEYS = (
+    "generator",
+    "flow",
+    "flow_training",
+    "prior",
+    "method",
+    "corruption",
+    "data",
+    "scale",
+    "seed",
+)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -54,69 +64,62 @@ def _hydra_running() -> bool:
     return HydraConfig.initialized()
 
 
-def _generator_key(G: torch.nn.Module) -> str:
-    """A short content hash of the generator's weights: names a flow trained for it."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(G.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module, run_dir: Path | None = None):
-    """The W prior of the search: ``prior.path``, or a flow trained for G and cached.
+    """The W prior of the search: ``prior.path`` (with ``prior.stats``: a checkpoint of the
+    authors' code), else the flow for G and the recipe (``flow`` + ``flow_training``) from
+    the flow cache, the same cache ``python train_flow.py`` writes; trained there first
+    when missing and ``prior.train_if_missing``, its curves and diagnostics then going to
+    the run's W&B logger (a run of its own, job type ``train_flow``, beside the
+    evaluation's in ``run_dir``). Without either, methods needing a prior will say so.
+    Returns ``(prior or None, the file it came from or None)``."""
+    from dataclasses import asdict
 
-    With no path and ``prior.train_if_missing``, a flow (architecture from the ``flow``
-    group) is trained by ``rls.lit.fit_flow`` into ``prior.cache_dir/<G hash>-<cfg hash>``
-    and reused by later runs; its curves and diagnostics go to the run's logger (a W&B run
-    of its own, job type ``train_flow``, beside the evaluation's in ``run_dir``). Without
-    either, methods that need a prior will say so.
-    """
     from rls.flows import load_prior
+    from rls.flows.recipe import FlowRecipe
+    from rls.lit import cached_flow
 
     pcfg = cfg.prior
     if pcfg.get("path"):
-        prior = load_prior(pcfg.path, generator=G)
+        prior = load_prior(pcfg.path, generator=G, stats=pcfg.get("stats"))
         print(f"[evaluate] prior: loaded {pcfg.path}")
-        return prior
-    if not pcfg.get("train_if_missing"):
-        print("[evaluate] prior: none (set prior.path, or prior.train_if_missing=true)")
-        return None
-    recipe = {
-        "flow": OmegaConf.to_container(cfg.flow, resolve=True),
-        **{k: pcfg[k] for k in ("max_steps", "batch_size", "seed", "val_size", "epoch_size", "lr")},
-    }
-    recipe_key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-    cache = Path(pcfg.cache_dir)
+        return prior, str(pcfg.path)
+    recipe = FlowRecipe.from_settings(
+        OmegaConf.to_container(cfg.flow, resolve=True),
+        OmegaConf.to_container(cfg.flow_training, resolve=True),
+    )
+    cache = Path(cfg.flow_training.cache_dir)
     if not cache.is_absolute() and _hydra_running():
         cache = Path(hydra.utils.get_original_cwd()) / cache
-    out_dir = cache / f"{_generator_key(G)}-{recipe_key}"
-    path = out_dir / "flow.safetensors"
-    if path.exists():
-        print(f"[evaluate] prior: reusing the flow trained earlier for this generator: {path}")
-        return load_prior(path, generator=G)
+    found = cached_flow(G, recipe, cache, train_if_missing=False)
+    if found.flow is not None:
+        print(
+            f"[evaluate] prior: reusing the flow trained for this generator, recipe: {found.path}"
+        )
+        return found.flow, str(found.path)
+    if not pcfg.get("train_if_missing"):
+        print(
+            f"[evaluate] prior: none (no {found.path}: run python train_flow.py with the same "
+            "generator and recipe, or set prior.path, or prior.train_if_missing=true)"
+        )
+        return None, None
     from callbacks.flow_report import FlowDiagnostics, FlowReport
     from callbacks.loggers import finish, make_logger, sweep_name
     from callbacks.progress import RunProgressBar
-    from rls.lit import fit_flow
 
-    print(f"[evaluate] prior: no flow for this generator yet; training one -> {out_dir}")
+    out_dir = found.path.parent
+    print(f"[evaluate] prior: no flow for this generator and recipe yet; training {found.path}")
     logger = None  # W&B only: a csv logger would share the run's csv/metrics.csv
     if (cfg.get("logger") or {}).get("kind") == "wandb":
         logger = make_logger(
             cfg.logger, run_dir or out_dir, f"flow-{out_dir.name}", sweep_name(), "train_flow",
-            {"generator": OmegaConf.to_container(cfg.generator, resolve=True), "prior": recipe},
+            {"generator": OmegaConf.to_container(cfg.generator, resolve=True),
+             "flow_training": asdict(recipe)},
         )  # fmt: skip
-    flow, metrics = fit_flow(
+    found = cached_flow(
         G,
-        recipe["flow"],
-        max_steps=pcfg.max_steps,
-        batch_size=pcfg.batch_size,
-        seed=pcfg.seed,
-        val_size=pcfg.val_size,
-        output_dir=str(out_dir),
-        epoch_size=pcfg.epoch_size,
-        lr=pcfg.lr,
+        recipe,
+        cache,
+        generator_name=str(cfg.generator.get("source")),
         logger=logger,
         # steps, NLL and ETA of the fit (dropped when quiet), the flow's pictures
         callbacks=[RunProgressBar(), FlowReport(), FlowDiagnostics()],
@@ -126,10 +129,37 @@ def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module, run_dir: Path | Non
         },
     )
     finish(logger)
-    nll = metrics.get("val_nll", {})
-    print(f"[evaluate] prior: trained in {metrics.get('steps')} steps; held-out NLL {nll}")
-    print(f"[evaluate] prior: saved {path}")
-    return flow.eval()
+    nll = found.metrics.get("val_nll", {})
+    print(f"[evaluate] prior: trained in {found.metrics.get('steps')} steps; held-out NLL {nll}")
+    return found.flow, str(found.path)
+
+
+def check_prior_support(G: torch.nn.Module, prior, source: str | None, methods: dict) -> None:
+    """Warn once, and note in each affected method's results rows and report entry, when a
+    method starts far off the support of the prior (``rls.flows.support``)."""
+    if prior is None:
+        return
+    import warnings
+
+    from rls.search.flow_start import check_flow_starts
+
+    off = {name: c for name, c in check_flow_starts(G, prior, methods).items() if c.outside}
+    for name, check in off.items():
+        note = (
+            f"start off the prior's support: ‖f(start)‖ {check.start_norm:.3g} vs "
+            f"√d {check.shell:.3g} ({source})"
+        )
+        methods[name].notes = "; ".join(filter(None, [methods[name].notes, note]))
+    if off:
+        check = next(iter(off.values()))
+        warnings.warn(
+            f"{', '.join(off)}: the start code lies far outside the prior {source}: "
+            f"{check.summary()}. Its flow terms will pull the search away from the data fit "
+            "(RLS underfits). Fix: a flow whose support holds the start (flow=maf_paper, the "
+            "authors', which evaluate.py and train_flow.py train by default), or a start "
+            "inside this flow's support.",
+            stacklevel=2,
+        )
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -256,8 +286,9 @@ def evaluate(cfg: DictConfig) -> Path:
     G = instantiate(cfg.generator)
     corruption = OmegaConf.to_container(cfg.corruption, resolve=True)
     D = build_degradation(cfg.scale, **corruption)
-    prior = load_or_train_prior(cfg, G, run_dir)
+    prior, prior_source = load_or_train_prior(cfg, G, run_dir)
     methods = build_methods(cfg)
+    check_prior_support(G, prior, prior_source, methods)
     metrics, lpips_net = build_metrics(cfg)
     done = finished_pairs(run_dir)
     if done:

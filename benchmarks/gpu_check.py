@@ -132,14 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     cmd += ["method=[rls,rls_plus]", f"method.rls.steps={steps}"]
     cmd += [f"method.rls_plus.anchor.steps={steps}", "data=folder", f"data.dataset.root={photos}"]
     cmd += ["scale=16", "logger=none", "trainer.enable_progress_bar=false", f"run_dir={run_dir}"]
-    cmd += ["metrics.fid=false", f"prior.cache_dir={out / 'gpu_flows'}", "data.num_workers=2"]
+    cmd += [
+        "metrics.fid=false",
+        f"flow_training.cache_dir={out / 'gpu_flows'}",
+        "data.num_workers=2",
+    ]
     cmd += [f"hydra.run.dir={logs / 'hydra'}"]
     if dry:
         cmd += ["+generator.img_resolution=32", "method.rls_plus.steps=1", "data.batch_size=2"]
-        cmd += ["prior.max_steps=2", "prior.batch_size=64", "prior.epoch_size=256"]
-        cmd += ["prior.val_size=256", "trainer.accelerator=cpu", "metrics.lpips=[]"]
+        cmd += [
+            "flow_training.max_steps=2",
+            "flow_training.batch_size=64",
+            "flow_training.epoch_size=256",
+        ]
+        cmd += ["flow_training.val_size=256", "trainer.accelerator=cpu", "metrics.lpips=[]"]
     else:
-        cmd += ["data.batch_size=8", "prior.max_steps=500", "trainer.accelerator=gpu"]
+        cmd += ["data.batch_size=8", "flow_training.max_steps=500", "trainer.accelerator=gpu"]
     phase = run_phase("evaluate", cmd, 300, logs / "evaluate.log")
     phases.append(phase)
     result = {"phase": phase, "images": 2 if dry else args.images, "scale": 16, "dry_run": dry}

@@ -184,10 +184,10 @@ def test_evaluate_command_runs_a_corruption_at_another_scale(tmp_path):
             "metrics.fid=false",
             "metrics.lpips=[]",
             # no flow given: one is trained and cached (kept tiny here)
-            "prior.max_steps=5",
-            "prior.epoch_size=1024",
-            "prior.val_size=256",
-            f"prior.cache_dir={tmp_path / 'flows'}",
+            "flow_training.max_steps=5",
+            "flow_training.epoch_size=1024",
+            "flow_training.val_size=256",
+            f"flow_training.cache_dir={tmp_path / 'flows'}",
             f"run_dir={tmp_path}",
         ]
     )

@@ -26,7 +26,7 @@ from rls.flows import (
 )
 from rls.flows.wflow import ElementwiseAffine
 
-FAMILIES = ["maf", "nsf", "realnvp"]
+FAMILIES = ["maf_paper", "maf", "nsf", "realnvp"]
 
 
 def skewed_w(n=2000, d=4, seed=0):
@@ -47,7 +47,9 @@ def small_flow(family, d=3, seed=0, **options):
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    return flow.fit_standardisation(skewed_w(d=d)).double()
+    w = skewed_w(d=d)
+    # eval mode: maf_paper's batch-norm layers then use their (whole-sample) running statistics
+    return flow.fit_standardisation(w).set_running_statistics(w).double().eval()
 
 
 @pytest.mark.parametrize("options", INPUT_MAPS)

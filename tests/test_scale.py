@@ -90,11 +90,11 @@ def _run_config_f(tmp_path, photos, run, scale, batch_size, steps, resolution=No
             "trainer.enable_progress_bar=false",
             "metrics.fid=false",
             "metrics.lpips=[]",
-            "prior.max_steps=2",
-            "prior.batch_size=64",
-            "prior.epoch_size=256",
-            "prior.val_size=256",
-            f"prior.cache_dir={tmp_path / 'flows'}",
+            "flow_training.max_steps=2",
+            "flow_training.batch_size=64",
+            "flow_training.epoch_size=256",
+            "flow_training.val_size=256",
+            f"flow_training.cache_dir={tmp_path / 'flows'}",
             f"run_dir={tmp_path / run}",
         ]
     )

@@ -116,12 +116,12 @@ def test_hostile_checkpoint_is_refused_when_train_flow_resumes(tmp_path, monkeyp
             [
                 f"output_dir={tmp_path}",
                 "logger=none",
-                "trainer.max_steps=2",
+                "flow_training.max_steps=2",
                 "flow.transforms=2",
                 "flow.hidden=[32,32]",
-                "data.epoch_size=512",
-                "data.val_size=256",
-                "data.batch_size=128",
+                "flow_training.epoch_size=512",
+                "flow_training.val_size=256",
+                "flow_training.batch_size=128",
                 "trainer.enable_progress_bar=false",
             ],
         )

@@ -93,19 +93,27 @@ def test_flow_config_for_another_w_dim_is_refused(G, tmp_path):
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("flow", ["maf", "maf_paper", "nsf", "realnvp"])
-def test_hydra_config_composes_with_overrides(flow):
+@pytest.mark.parametrize(
+    "flow, family", [("maf", "maf"), ("maf_paper", "maf_paper"), ("maf_zuko", "maf"),
+                     ("nsf", "nsf"), ("realnvp", "realnvp")]
+)  # fmt: skip
+def test_hydra_config_composes_with_overrides(flow, family):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(
             "train_flow",
-            overrides=[f"flow={flow}", "trainer.max_steps=2000", "logger=none", "trainer=ddp"],
+            overrides=[
+                f"flow={flow}",
+                "flow_training.max_steps=2000",
+                "logger=none",
+                "trainer=ddp",
+            ],
         )
-    assert cfg.flow.family == flow.removesuffix("_paper") and cfg.trainer.max_steps == 2000
+    assert cfg.flow.family == family and cfg.flow_training.max_steps == 2000
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
     assert cfg.logger.kind == "none" and cfg.generator.source == "tiny"
     assert isinstance(instantiate(cfg.callbacks.flow_report), FlowReport)
     assert isinstance(instantiate(cfg.callbacks.flow_diagnostics), FlowDiagnostics)
-    WFlow(8, **{**dict(cfg.flow), "hidden": [8]})  # every flow config builds a WFlow
+    WFlow(8, **{**dict(cfg.flow), "hidden": [8, 8]})  # every flow config builds a WFlow
 
 
 def test_loggers(tmp_path, monkeypatch):
@@ -132,8 +140,9 @@ def _run_train_flow(tmp_path, *overrides, timeout=600):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     args = [
         sys.executable, "train_flow.py", f"output_dir={tmp_path}", "logger=csv", "threads=1",
-        "flow.transforms=2", "flow.hidden=[32,32]", "data.epoch_size=1024", "data.val_size=512",
-        "data.batch_size=128", "trainer.enable_progress_bar=false", *overrides,
+        "flow.transforms=2", "flow.hidden=[32,32]", "flow_training.epoch_size=1024",
+        "flow_training.val_size=512", "flow_training.batch_size=128",
+        "trainer.enable_progress_bar=false", *overrides,
     ]  # fmt: skip
     out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -142,7 +151,7 @@ def _run_train_flow(tmp_path, *overrides, timeout=600):
 
 @pytest.mark.slow
 def test_train_flow_script_end_to_end(tmp_path):
-    out = _run_train_flow(tmp_path, "trainer.max_steps=16", "flow=nsf")
+    out = _run_train_flow(tmp_path, "flow_training.max_steps=16", "flow=nsf")
     assert "flow.safetensors" in out.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["flow"]["family"] == "nsf" and metrics["steps"] == 16
@@ -152,7 +161,7 @@ def test_train_flow_script_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_train_flow_ddp_two_cpu_processes(tmp_path):
-    _run_train_flow(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=8")
+    _run_train_flow(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "flow_training.max_steps=8")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 8
     flow = WFlow.load(tmp_path / "flow.safetensors")

@@ -55,10 +55,10 @@ def evaluate_offline(run_dir, flows, *overrides):
             "metrics.fid=false",
             "metrics.lpips=[]",
             "trainer.enable_progress_bar=false",
-            "prior.max_steps=5",
-            "prior.epoch_size=1024",
-            "prior.val_size=256",
-            f"prior.cache_dir={flows}",
+            "flow_training.max_steps=5",
+            "flow_training.epoch_size=1024",
+            "flow_training.val_size=256",
+            f"flow_training.cache_dir={flows}",
             f"run_dir={run_dir}",
             *overrides,
         ],
@@ -137,7 +137,7 @@ def test_evaluate_run_logs_grids_results_curves_and_summary(sweep):
 
 def test_flow_trained_by_evaluate_logs_nll_priors_and_diagnostics(sweep):
     run = sweep["none"]["train_flow"]
-    assert run.finished and run.group == "sweep-test" and run.config["prior.max_steps"] == 5
+    assert run.finished and run.group == "sweep-test" and run.config["flow_training.max_steps"] == 5
     assert run.values("val/nll") and all(math.isfinite(v) for v in run.values("val/nll"))
     priors = run.table("flow/priors")
     assert [r[0] for r in priors["data"]][0] == "flow" and len(priors["data"]) == 4
@@ -168,10 +168,10 @@ def test_train_flow_logs_nll_curves_priors_and_diagnostics(offline_wandb, tmp_pa
             f"output_dir={tmp_path}",
             "flow.transforms=2",
             "flow.hidden=[32,32]",
-            "data.epoch_size=512",
-            "data.val_size=256",
-            "data.batch_size=128",
-            "trainer.max_steps=8",
+            "flow_training.epoch_size=512",
+            "flow_training.val_size=256",
+            "flow_training.batch_size=128",
+            "flow_training.max_steps=8",
             "trainer.log_every_n_steps=2",
             "trainer.enable_progress_bar=false",
             "callbacks.flow_diagnostics.every_n_epochs=1",
@@ -182,7 +182,7 @@ def test_train_flow_logs_nll_curves_priors_and_diagnostics(offline_wandb, tmp_pa
     (path,) = find_runs(tmp_path)
     run = read_run(path)
     assert run.finished and run.job_type == "train_flow"
-    assert run.config["flow.transforms"] == 2 and run.config["trainer.max_steps"] == 8
+    assert run.config["flow.transforms"] == 2 and run.config["flow_training.max_steps"] == 8
     assert len(run.values("val/nll")) == 2 and run.values("train/nll")
     nll = json.loads((tmp_path / "metrics.json").read_text())["val_nll"]
     assert run.summary["final/val_nll/flow"] == pytest.approx(nll["flow"])

@@ -22,17 +22,19 @@ from zuko.transforms import DependentTransform, MonotonicAffineTransform, Monoto
 
 from .base import Prior, flatten_w
 from .gaussian_priors import leaky_degaussianize, leaky_gaussianize, leaky_log_abs_det
+from .paper_maf import BatchNormFlow, paper_maf_layers, set_running_statistics
 
-FAMILIES = ("maf", "nsf", "realnvp")
+# maf_paper: exactly the authors' layers (rls/flows/paper_maf.py); the others are zuko's.
+FAMILIES = ("maf_paper", "maf", "nsf", "realnvp")
 
 
 class ElementwiseAffine(LazyTransform):
     """A learnable per-dimension affine y = exp(a)·x + b, initialised to the identity.
 
-    zuko 1.6 has no batch-norm transform. The authors' batch-norm flow layer is, at eval
-    time, exactly such an affine (from running statistics); training it with batch
-    statistics would make log p(w) depend on the batch it sits in, which breaks the
-    per-image independence of the search. So this layer learns the affine directly.
+    The normalisation layer of the zuko families: the authors' batch-norm flow layer
+    (family ``maf_paper``) is, at eval time, such an affine (from running statistics), but
+    trains on batch statistics; this one learns the affine directly, so training sees the
+    same per-sample density as evaluation.
     """
 
     def __init__(self, features: int):
@@ -51,6 +53,14 @@ def build_transforms(
     (the authors' order reversal), coupling masks alternate parity."""
     if family not in FAMILIES:
         raise ValueError(f"unknown flow family {family!r}; choose one of {FAMILIES}")
+    if family == "maf_paper":
+        if len(hidden) != 2 or hidden[0] != hidden[1]:
+            raise ValueError(
+                f"flow family 'maf_paper' (the authors' MADE) has two hidden layers of one "
+                f"width, got hidden={list(hidden)}"
+            )
+        layers = paper_maf_layers(w_dim, transforms, hidden[0])
+        return layers if norm_layers else [t for t in layers if not isinstance(t, BatchNormFlow)]
     orders = [torch.arange(w_dim), torch.arange(w_dim).flip(0)]
     layers: list[LazyTransform] = []
     for i in range(transforms):
@@ -79,9 +89,13 @@ def build_transforms(
 class WFlow(Prior):
     """Density of w = mapping(z) as a normalizing flow on standardised W.
 
-    Default = the authors': MAF, 5 transforms, MADE hidden (1024, 1024) with ReLU, a
-    normalisation layer and an order reversal after each. ``log_prob`` is in raw W:
-    the standardisation Jacobian −Σ log σ_i is included.
+    The authors' flow is ``family="maf_paper"`` (configs/flow/maf_paper.yaml, what the
+    entry points train by default): MAF, 5 transforms, MADE hidden (1024, 1024) with ReLU,
+    a batch-norm flow layer and an order reversal after each. The constructor's default
+    family ``maf`` is zuko's MAF with a learned affine in place of the batch norm.
+    ``log_prob`` is in raw W: the standardisation Jacobian −Σ log σ_i is included (the
+    authors' code leaves out this constant). Use it in eval mode: in training mode the
+    batch-norm layers of ``maf_paper`` normalise with the batch's statistics.
     """
 
     kind = "wflow"
@@ -147,6 +161,12 @@ class WFlow(Prior):
             chol = torch.linalg.cholesky(corr)
             eye = torch.eye(self.w_dim, dtype=x.dtype, device=x.device)
             self.whitening.copy_(torch.linalg.solve_triangular(chol, eye, upper=False))
+        return self
+
+    def set_running_statistics(self, w: torch.Tensor) -> WFlow:
+        """Batch-norm flow layers (``maf_paper``): running statistics := those of the whole
+        sample ``w`` (the authors' recipe, after every training epoch); else a no-op."""
+        set_running_statistics(self.flow, self.standardise(flatten_w(self.check_w(w), self.w_dim)))
         return self
 
     def standardise(self, w: torch.Tensor) -> torch.Tensor:

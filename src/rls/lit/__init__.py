@@ -3,9 +3,9 @@
 Only this package imports Lightning; ``rls.flows`` and the rest stay usable without it.
 """
 
-from .flow_module import FlowModule, evaluate_priors, fit_flow
+from .flow_module import CachedFlow, FlowModule, cached_flow, evaluate_priors, fit_flow
 
-__all__ = ["FlowModule", "evaluate_priors", "fit_flow"]
+__all__ = ["CachedFlow", "FlowModule", "cached_flow", "evaluate_priors", "fit_flow"]
 
 # the per-image search of python evaluate.py (issue 5)
 from .search_module import SearchModule  # noqa: E402

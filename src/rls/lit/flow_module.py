@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rls.flows import WFlow, fit_older_priors, gaussianity_stats, sample_w
+from rls.flows.recipe import FLOW_FILE, FlowRecipe, flow_cache_dir, generator_key
 from rls.generators.formats_common import refused_global
 from rls.seeding import seed_from_id
 
@@ -112,6 +114,14 @@ class FlowModule(pl.LightningModule):
         self.log(f"{split}/nll", nll.mean(), prog_bar=True, sync_dist=True, batch_size=n)
         # target: w_dim (the mean of χ²(w_dim))
         self.log(f"{split}/sq_norm_mean", sq_norm.mean(), sync_dist=True, batch_size=n)
+
+    def on_validation_epoch_start(self) -> None:
+        """Batch-norm flow layers (``maf_paper``): fix their running statistics to this
+        epoch's whole train buffer before validating (and checkpointing), as the training
+        script of the authors' layers does after each epoch. Every rank holds the whole
+        buffer, so every rank computes the same statistics."""
+        if not self.trainer.sanity_checking:
+            self.flow.set_running_statistics(self.train_buffer(self.current_epoch).to(self.device))
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -306,3 +316,52 @@ def fit_flow(
         flow.save(output_dir / "flow.safetensors")
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return flow.eval(), metrics
+
+
+@dataclass
+class CachedFlow:
+    """A flow from the flow cache: where it lives, whether this call trained it, and the
+    metrics written with it (``None`` when ``flow`` is ``None``: none cached, none trained)."""
+
+    flow: WFlow | None
+    path: Path
+    trained: bool
+    metrics: dict | None
+
+
+def cached_flow(
+    G: nn.Module,
+    recipe: FlowRecipe,
+    cache: str | Path,
+    *,
+    train_if_missing: bool = True,
+    generator_name: str | None = None,
+    logger=None,
+    callbacks=None,
+    trainer_kwargs: dict | None = None,
+) -> CachedFlow:
+    """The flow for ``G`` and ``recipe`` from ``<cache>/<generator key>-<recipe key>/``:
+    loaded when it was trained before (by either entry point), else trained there with
+    ``fit_flow`` (resuming an interrupted run of the same recipe) when ``train_if_missing``."""
+    out_dir = flow_cache_dir(cache, G, recipe)
+    path = out_dir / FLOW_FILE
+    metrics_path = out_dir / "metrics.json"
+    if path.is_file():
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        return CachedFlow(WFlow.load(path, generator=G), path, False, metrics)
+    if not train_if_missing:
+        return CachedFlow(None, path, False, None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"generator": generator_name, "generator_key": generator_key(G), **asdict(recipe)}
+    (out_dir / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
+    flow, metrics = fit_flow(
+        G,
+        recipe.flow,
+        output_dir=out_dir,
+        logger=logger,
+        callbacks=callbacks,
+        trainer_kwargs=trainer_kwargs,
+        generator_name=generator_name,
+        **recipe.training_kwargs(),
+    )
+    return CachedFlow(flow, path, True, metrics)
