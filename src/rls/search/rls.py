@@ -26,7 +26,7 @@ from rls.search.base import Method, OptimGroup, Rendered, SearchContext, Stage, 
 from rls.search.losses import cross_distance, flow_nll, flow_nll_and_pn, flow_pn, lr_l1, to_unit
 
 SPACES = ("w+", "w")
-STARTS = ("sample_mean", "w_avg")
+STARTS = ("sample_mean", "w_avg", "flow_origin")
 
 
 def noise_names(G) -> list[str]:
@@ -77,11 +77,21 @@ def sample_mean_w(G: nn.Module, n: int = 1_000_000, seed: int = 0, batch_size: i
     return _SAMPLE_MEANS[key].to(w_avg.dtype)
 
 
-def start_centre(G: nn.Module, start: str, samples: int, seed: int) -> Tensor:
+def start_centre(ctx: SearchContext, start: str, samples: int, seed: int) -> Tensor:
     """``[w_dim]``: the code RLS starts from (``start``: see the module docstring)."""
     if start == "w_avg":
-        return G.mapping.w_avg
-    return sample_mean_w(G, samples, seed)
+        return ctx.G.mapping.w_avg
+    if start == "flow_origin":
+        inverse = getattr(ctx.prior, "from_gaussian", None)
+        if inverse is None:
+            raise ValueError(
+                "rls: start=flow_origin needs a flow prior with an inverse (from_gaussian); "
+                f"got {type(ctx.prior).__name__}"
+            )
+        with torch.no_grad():
+            origin = torch.zeros(1, ctx.G.w_dim, dtype=ctx.y.dtype, device=ctx.device)
+            return inverse(origin)[0].to(ctx.G.mapping.w_avg.dtype)
+    return sample_mean_w(ctx.G, samples, seed)
 
 
 def start_codes(ctx: SearchContext, spread: float, centre: Tensor | None = None) -> Tensor:
@@ -141,7 +151,7 @@ def rls_stage(
                 "rls: the flow terms (lambda_logp, lambda_pn) need a W prior: pass prior= "
                 "to search() (a WFlow trained by train_flow.py), or set both lambdas to 0"
             )
-        w = start_codes(ctx, start_spread, start_centre(ctx.G, start, start_samples, start_seed))
+        w = start_codes(ctx, start_spread, start_centre(ctx, start, start_samples, start_seed))
         if space == "w+":
             w = w.unsqueeze(1).repeat(1, ctx.G.num_ws, 1)
         return {"w": w, **fixed_noise(ctx)}
