@@ -272,22 +272,6 @@ def test_sample_mean_is_computed_once_per_mapping_network():
     assert not torch.allclose(sample_mean_w(other, 2048, seed=7), first)
 
 
-def test_flow_origin_start_is_the_flows_image_of_the_gaussian_origin(problem):
-    from rls.flows import WFlow, sample_w
-
-    G, D, y, seeds = problem
-    torch.manual_seed(0)
-    flow = WFlow(G.w_dim, transforms=2, hidden=(32, 32)).fit_standardisation(sample_w(G, 2000, 0))
-    flow.eval()
-    method = build_method("rls", steps=1, start="flow_origin", lambda_cross=0.0)
-    out = search(method, G, y, D, seeds, prior=flow)
-    with torch.no_grad():
-        origin = flow.from_gaussian(torch.zeros(1, G.w_dim))[0]
-    torch.testing.assert_close(out.latents, origin.expand_as(out.latents))
-    with pytest.raises(ValueError, match="start=flow_origin needs a flow prior"):
-        search(build_method("rls", steps=1, start="flow_origin", **NO_PRIOR), G, y, D, seeds)
-
-
 # --------------------------------------------------------------------------------- PULSE
 
 

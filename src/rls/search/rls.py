@@ -26,7 +26,7 @@ from rls.search.base import Method, OptimGroup, Rendered, SearchContext, Stage, 
 from rls.search.losses import cross_distance, flow_nll, flow_nll_and_pn, flow_pn, lr_l1, to_unit
 
 SPACES = ("w+", "w")
-STARTS = ("sample_mean", "w_avg", "flow_origin")
+STARTS = ("sample_mean", "w_avg")
 
 
 def noise_names(G) -> list[str]:
@@ -81,16 +81,6 @@ def start_centre(ctx: SearchContext, start: str, samples: int, seed: int) -> Ten
     """``[w_dim]``: the code RLS starts from (``start``: see the module docstring)."""
     if start == "w_avg":
         return ctx.G.mapping.w_avg
-    if start == "flow_origin":
-        inverse = getattr(ctx.prior, "from_gaussian", None)
-        if inverse is None:
-            raise ValueError(
-                "rls: start=flow_origin needs a flow prior with an inverse (from_gaussian); "
-                f"got {type(ctx.prior).__name__}"
-            )
-        with torch.no_grad():
-            origin = torch.zeros(1, ctx.G.w_dim, dtype=ctx.y.dtype, device=ctx.device)
-            return inverse(origin)[0].to(ctx.G.mapping.w_avg.dtype)
     return sample_mean_w(ctx.G, samples, seed)
 
 
