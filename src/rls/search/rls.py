@@ -77,11 +77,11 @@ def sample_mean_w(G: nn.Module, n: int = 1_000_000, seed: int = 0, batch_size: i
     return _SAMPLE_MEANS[key].to(w_avg.dtype)
 
 
-def start_centre(ctx: SearchContext, start: str, samples: int, seed: int) -> Tensor:
+def start_centre(G: nn.Module, start: str, samples: int, seed: int) -> Tensor:
     """``[w_dim]``: the code RLS starts from (``start``: see the module docstring)."""
     if start == "w_avg":
-        return ctx.G.mapping.w_avg
-    return sample_mean_w(ctx.G, samples, seed)
+        return G.mapping.w_avg
+    return sample_mean_w(G, samples, seed)
 
 
 def start_codes(ctx: SearchContext, spread: float, centre: Tensor | None = None) -> Tensor:
@@ -141,7 +141,7 @@ def rls_stage(
                 "rls: the flow terms (lambda_logp, lambda_pn) need a W prior: pass prior= "
                 "to search() (a WFlow trained by train_flow.py), or set both lambdas to 0"
             )
-        w = start_codes(ctx, start_spread, start_centre(ctx, start, start_samples, start_seed))
+        w = start_codes(ctx, start_spread, start_centre(ctx.G, start, start_samples, start_seed))
         if space == "w+":
             w = w.unsqueeze(1).repeat(1, ctx.G.num_ws, 1)
         return {"w": w, **fixed_noise(ctx)}
