@@ -324,4 +324,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from callbacks.config_choices import check_group_choices
+
+    check_group_choices(sys.argv[1:], Path(__file__).resolve().parent / "configs")
     main()

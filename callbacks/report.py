@@ -132,6 +132,36 @@ def _plot(rows: list[dict], methods: list[str]) -> str:
     return f'<img alt="realism-fidelity plot" src="{uri}">'
 
 
+def _tradeoff(summary: dict, config_path: Path) -> str:
+    """The trade-off curves (one per method family, labelled with the swept setting) from
+    the method means and the run's method configs (:mod:`callbacks.tradeoff`)."""
+    from omegaconf import OmegaConf
+
+    from callbacks.tradeoff import families, fidelity_metric, figure_uri, method_configs
+
+    if not config_path.exists():
+        return "<p>No config.yaml: the method families are unknown.</p>"
+    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
+    means = {
+        method: {
+            k: (entry.get(k) or {}).get("mean", math.nan) for k in ("psnr", "lr_psnr", "flow_nll")
+        }
+        for method, entry in summary.items()
+    }
+    x_metric = fidelity_metric(means)
+    fams = families(means, method_configs(config), x_metric)
+    uri = figure_uri([("method means", fams, x_metric)], ncols=1)
+    if uri is None:
+        return "<p>No method has both a fidelity measure and a flow NLL.</p>"
+    curves = [f for f in fams if f.is_curve]
+    what = "; ".join(f"{f.name}: {', '.join(f.swept)}" for f in curves) or "none swept in this run"
+    return (
+        f"<p>One curve per method family through its swept setting ({html.escape(what)}); "
+        "single methods are reference points (◆).</p>"
+        f'<img alt="realism-fidelity trade-off" src="{uri}" style="max-width:100%">'
+    )
+
+
 def _cell(uri: str | None, caption: str) -> str:
     img = f'<img src="{uri}" alt="{html.escape(caption)}">' if uri else "<div>(missing)</div>"
     return f'<td>{img}<div class="caption">{html.escape(caption)}</div></td>'
@@ -203,6 +233,8 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
 {_summary_table(summary)}
 <h2>Realism–fidelity</h2>
 {_plot(rows, methods)}
+<h2>Realism–fidelity trade-off (method means)</h2>
+{_tradeoff(summary, config_path)}
 <h2>Images: LR | each method | HR</h2>
 {_grids(run_dir, rows, methods)}
 <h2>Failed images</h2>

@@ -42,6 +42,7 @@ td.failed, span.failed, .failed { color: #b00; }
 .grid img { width: min(96px, 17vw); height: auto; image-rendering: pixelated; display: block; }
 .caption { font-size: 0.7em; color: #555; }
 img.plot { max-width: 100%; height: auto; }
+code { overflow-wrap: anywhere; font-size: 0.85em; }
 """
 
 
@@ -56,17 +57,23 @@ def _esc(text) -> str:
 
 
 def _members(sweep: Sweep) -> str:
-    head = "<tr><th class='text'>column</th><th class='text'>overrides</th><th>status</th>"
+    lists = [m.overrides for m in sweep.members if m.overrides]
+    common = [o for o in lists[0] if all(o in rest for rest in lists[1:])] if lists else []
+    head = "<tr><th class='text'>column</th><th class='text'>its overrides</th><th>status</th>"
     head += "<th>rows</th><th class='text'>run directory / error</th></tr>"
-    lines = ["<div class='scroll'><table>", head]
+    lines = (
+        [f"<p>Common to every member: <code>{_esc(' '.join(common))}</code></p>"] if common else []
+    )
+    lines += ["<div class='scroll'><table>", head]
     for m in sweep.members:
+        own = [o for o in m.overrides if o not in common]
         where = _esc(m.run_dir) if m.run_dir else ""
         if m.error:
             where += f"<br><span class='failed'>{_esc(m.error)}</span>"
         status = m.status if m.status == "done" else f"<span class='failed'>{m.status}</span>"
         lines.append(
             f"<tr><td class='text'>{_esc(m.column)}</td><td class='wrap'>"
-            f"{_esc(' '.join(m.overrides))}</td><td>{status}</td><td>{len(m.rows)}</td>"
+            f"{_esc(' '.join(own))}</td><td>{status}</td><td>{len(m.rows)}</td>"
             f"<td class='wrap'>{where}</td></tr>"
         )
     lines.append("</table></div>")

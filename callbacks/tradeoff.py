@@ -120,6 +120,7 @@ def draw(ax, fams: list[Family], x_metric: str = "psnr", title: str | None = Non
     ys = [p.y for f in fams for p in f.points]
     if ys and min(ys) > 0 and max(ys) / min(ys) > 100:
         ax.set_yscale("log")  # unregularised codes sit orders of magnitude higher
+    ax.margins(0.15)  # room for the point labels
     ax.set_xlabel(f"{'HR PSNR' if x_metric == 'psnr' else 'LR-PSNR'} (dB) → more faithful")
     ax.set_ylabel("flow NLL of the code → less realistic")
     ax.grid(alpha=0.3)

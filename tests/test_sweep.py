@@ -145,3 +145,23 @@ def test_a_partial_sweep_directory_shows_members_not_run_yet(tmp_path):
     page = (sweep_dir / "sweep_report.html").read_text()
     # rls's jpeg cell in the PSNR, SSIM, LR-PSNR and flow NLL tables (LPIPS was not measured)
     assert page.count("class='missing failed'>missing<") == 4
+
+
+def test_an_unknown_method_or_corruption_lists_the_valid_ones_before_anything_runs(
+    tmp_path, monkeypatch
+):
+    import runpy
+
+    import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    for args, said in [
+        (["-m", "method=[rls,rsl]"], "unknown method 'rsl' in 'method=[rls,rsl]'"),
+        (["-m", "corruption=none,jepg"], "unknown corruption 'jepg'"),
+    ]:
+        monkeypatch.setattr(sys, "argv", ["evaluate.py", *args])
+        with pytest.raises(SystemExit) as stop:  # python evaluate.py ... as a script
+            runpy.run_path(evaluate.__file__, run_name="__main__")
+        assert said in str(stop.value)
+        assert "rls_plus" in str(stop.value) or "gaussian_noise" in str(stop.value)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
