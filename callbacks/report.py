@@ -44,6 +44,7 @@ th { background: #f3f3f3; } td.text { text-align: left; white-space: normal; }
 .caption { font-size: 0.75em; color: #555; }
 .failed { color: #b00; }
 .meta { font-size: 0.85em; color: #555; white-space: pre-wrap; }
+img { max-width: 100%; height: auto; }
 """
 
 
@@ -225,7 +226,8 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
     config = config_path.read_text() if config_path.exists() else ""
     title = title or f"Super-resolution report: {run_dir.name}"
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(meta)}</p>
