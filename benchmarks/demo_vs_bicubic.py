@@ -53,7 +53,7 @@ def run(corruption: str, run_dir: Path) -> dict:
     evaluate.evaluate(cfg)
     summary = json.loads((run_dir / "summary.json").read_text())["methods"]
     return {
-        m: {k: summary[m][k]["mean"] for k in METRICS if k in summary[m]}
+        m: {k: round(summary[m][k]["mean"], 2) for k in METRICS if k in summary[m]}
         for m in METHODS
         if m in summary
     }
