@@ -34,6 +34,8 @@ def _multirun(monkeypatch, sweep_dir, *overrides):
     argv = ["evaluate.py", "-m", f"--config-path={configs}", *FAST, *overrides]
     argv.append(f"hydra.sweep.dir={sweep_dir}")
     monkeypatch.setattr(sys, "argv", argv)
+    # HYDRA_FULL_ERROR=1 (scripts/test.sh sets it) makes Hydra re-raise instead of exiting 1
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     try:
         evaluate.main()
     except SystemExit as stop:  # Hydra exits 1 after the sweep when a member failed
