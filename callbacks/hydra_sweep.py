@@ -55,7 +55,11 @@ class SweepReport(Callback):
         if job_return.status == JobStatus.COMPLETED:
             state = {"status": "done", "error": ""}
         else:
-            error = job_return._return_value
+            try:
+                _ = job_return.return_value  # a failed job's return value re-raises its error
+                error = RuntimeError("the job failed")
+            except Exception as raised:
+                error = raised
             state = {
                 "status": "failed",
                 "error": f"{type(error).__name__}: {error}",

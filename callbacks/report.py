@@ -227,8 +227,8 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
     title = title or f"Super-resolution report: {run_dir.name}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(meta)}</p>
 <h2>Summary (mean ± std over images that succeeded)</h2>
