@@ -38,7 +38,7 @@ from rls.flows import WFlow, sample_w  # noqa: E402
 from rls.generators import load_generator  # noqa: E402
 from rls.search import Method, build_method, search  # noqa: E402
 from rls.search.losses import flow_nll  # noqa: E402
-from rls.search.rls import rls_stage  # noqa: E402
+from rls.search.rls import _mapping_fingerprint, rls_stage  # noqa: E402
 from rls.search.rls_plus import rls_plus_stage  # noqa: E402
 from rls.seeding import seeds_for  # noqa: E402
 
@@ -67,7 +67,8 @@ def train_flow(G, maf_inputs: bool, steps: int, seed: int = 0) -> WFlow:
     ``maf_inputs`` our LeakyReLU(5) + whitening input maps (flow=maf), else the authors'
     (flow=maf_paper). Maximum likelihood on streamed mapping samples; cached."""
     kind = "maf" if maf_inputs else "maf_paper"
-    cache = ROOT / ".cache" / "flows" / f"faithfulness_{kind}_{G.w_dim}_{steps}.safetensors"
+    mapping = _mapping_fingerprint(G)[:12]  # the 32² and 64² tiny generators map differently
+    cache = ROOT / ".cache" / "flows" / f"faithfulness_{kind}_{mapping}_{steps}.safetensors"
     if cache.exists():
         return WFlow.load(cache)
     flow = WFlow(
