@@ -59,6 +59,25 @@ def test_short_training_lowers_held_out_nll_and_writes_outputs(G, tmp_path):
     assert (tmp_path / "figures" / "flow_chi2_during_training.png").is_file()
 
 
+def test_maf_paper_batch_norm_statistics_are_the_best_epochs_buffer(G, tmp_path):
+    """The authors' flow is saved normalising with the statistics of one whole epoch's
+    train buffer (as the training script of their layers does), not of the last batch."""
+    flow_cfg = {"family": "maf_paper", "transforms": 2, "hidden": [32, 32]}
+    fit_flow(G, flow_cfg, max_steps=16, output_dir=tmp_path, trainer_kwargs=QUIET, **SMALL_RUN)
+    saved = WFlow.load(tmp_path / "flow.safetensors")
+    stats = {k: v for k, v in saved.state_dict().items() if "running_" in k}
+    assert len(stats) == 4  # two batch-norm layers
+    matches = []
+    for epoch in (0, 1):  # 2048 samples / 256 per batch: 8 steps per epoch
+        ref = WFlow.load(tmp_path / "flow.safetensors")
+        ref.set_running_statistics(sample_w(G, 2048, flow_seed(0, f"train/{epoch}")))
+        ours = ref.state_dict()
+        matches.append(
+            all(torch.allclose(ours[k], v, atol=1e-5, rtol=1e-5) for k, v in stats.items())
+        )
+    assert any(matches)
+
+
 def test_resume_continues_from_last_checkpoint(G, tmp_path):
     fit_flow(G, SMALL_FLOW, max_steps=8, output_dir=tmp_path, trainer_kwargs=QUIET, **SMALL_RUN)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
