@@ -93,8 +93,9 @@ def main() -> dict:
     train_w = fake_w(8192, device)
 
     flows = {
-        "maf_paper": WFlow(W_DIM, leaky_input=False, whiten=False),
-        "maf (default: leaky_input + whiten)": WFlow(W_DIM, leaky_input=True, whiten=True),
+        "maf_paper (the authors')": WFlow(W_DIM, family="maf_paper"),
+        "maf_zuko": WFlow(W_DIM, leaky_input=False, whiten=False),
+        "maf (leaky_input + whiten)": WFlow(W_DIM, leaky_input=True, whiten=True),
     }
     results = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
@@ -104,7 +105,7 @@ def main() -> dict:
         "w_dim": W_DIM,
         "num_ws": NUM_WS,
         "train_batch": args.batch,
-        "flow_parameters": sum(p.numel() for p in flows["maf_paper"].parameters()),
+        "flow_parameters": sum(p.numel() for p in flows["maf_paper (the authors')"].parameters()),
         "train_samples_per_s": {},
         "search_step_ms": {},
     }

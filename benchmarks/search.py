@@ -269,7 +269,7 @@ def config_f(args, device) -> dict:
         if "rls_plus" in args.methods:
             raise SystemExit("--compile times RLS only: pass --methods rls")
         G.synthesis.forward = torch.compile(G.synthesis.forward)
-    prior = WFlow(G.w_dim, hidden=(2 * G.w_dim,) * 2)  # the authors' MAF (flow=maf_paper)
+    prior = WFlow(G.w_dim, family="maf_paper", hidden=(2 * G.w_dim,) * 2)  # the authors' MAF
     prior = prior.fit_standardisation(sample_w(G, 4096, seed=1)).to(device).eval()
     D = build_degradation(args.scale).to(device)
     r = G.img_resolution
