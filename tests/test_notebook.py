@@ -9,6 +9,11 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough.ipynb"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel is a separate process
+
+
 def test_walkthrough_runs_and_produces_its_figure(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     (index,) = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
@@ -27,8 +32,3 @@ def test_walkthrough_runs_and_produces_its_figure(tmp_path):
     assert "'flow'" in text  # the flow's held-out NLL next to the older priors
     assert (tmp_path / "grid.png").stat().st_size > 1000
     assert (tmp_path / "flow" / "flow.safetensors").is_file()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel is a separate process
