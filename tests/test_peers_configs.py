@@ -55,7 +55,7 @@ def test_compare_experiment_runs_every_peer_and_the_radius_sweep():
         cfg = compose("evaluate", overrides=["experiment=compare"])
     assert {"pulse", "brgm", "ilo", "robust"} <= set(cfg.method)
     sweep = {k: v for k, v in cfg.method.items() if k.startswith("rls_plus_r")}
-    assert sorted(v.radius for v in sweep.values()) == [0.25, 0.5, 1.0, 2.0, 4.0]
+    assert sorted(v.radius for v in sweep.values()) == [0.05, 0.1, 0.2, 0.4, 0.8]
     assert all(v.name == k for k, v in sweep.items())
     assert cfg.generator.img_resolution == 64 and cfg.data.dataset.n == 8
 
@@ -65,4 +65,4 @@ def test_radius_sweep_methods_keep_distinct_names():
         cfg = compose("evaluate", overrides=["method=[rls]", "experiment=radius_sweep"])
     names = [instantiate(v).name for k, v in cfg.method.items() if k.startswith("rls_plus_r")]
     # distinct, and without dots (the Lightning module keys its methods by name)
-    assert names == [f"rls_plus_r{r}" for r in ("0_25", "0_5", "1", "2", "4")]
+    assert names == [f"rls_plus_r{r}" for r in ("0_05", "0_1", "0_2", "0_4", "0_8")]
