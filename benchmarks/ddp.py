@@ -61,8 +61,8 @@ def main() -> None:
         "metrics.lpips=[]",
         "metrics.fid=false",
         "trainer.enable_progress_bar=false",
-        "prior.max_steps=50",
-        f"prior.cache_dir={work / 'flows'}",
+        "flow_training.max_steps=50",
+        f"flow_training.cache_dir={work / 'flows'}",
         f"hydra.run.dir={work / 'hydra'}",
     ]
     run([*common, "data.dataset.n=1", "method.rls.steps=1"], work / "warmup")  # the flow

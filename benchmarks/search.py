@@ -275,36 +275,42 @@ def config_f(args, device) -> dict:
     r = G.img_resolution
     plus_steps = STEPS_BY_SCALE.get(args.scale, 80)
     rows = []
-    for method in args.methods:
-        for batch in args.batches:
-            if method == "rls_plus" and batch in args.skip_rls_plus_batches:
-                continue
-            y = torch.rand(batch, 3, r // args.scale, r // args.scale, device=device)
-            if method == "rls":
-                m = build_method("rls", steps=args.steps)
-            else:  # one anchor step (not timed), then the fine-tuning steps
-                m = build_method("rls_plus", anchor={"steps": 1}, steps=args.steps)
-            mem: dict = {}
-            with peak_memory(device, mem):
-                steps, total = timed_search(m, G, y, D, prior, device)
-            stage = "rls" if method == "rls" else "rls_plus"
-            step = median(steps.get(stage, []))
-            row = dict(
-                method=method,
-                batch=batch,
-                s_per_step=step,
-                s_per_step_per_image=step / batch,
-                steps_timed=len(steps.get(stage, [])),
-                search_s=total,
-                **mem,
-            )
-            rows.append(row)
-            print(
-                f"{method:8s} batch {batch}: {step:.2f} s/step ({step / batch:.2f} per image),"
-                f" peak {mem['peak_bytes'] / 2**30:.2f} GiB ({mem['memory_kind']})",
-                flush=True,
-            )
-    by = {(r["method"], r["batch"]): r["s_per_step"] for r in rows}
+    if args.bracket:  # per batch: RLS, RLS+, RLS again, so that both see the same load
+        plan = [(m, b) for b in args.batches for m in ("rls", "rls_plus", "rls")]
+    else:
+        plan = [(m, b) for m in args.methods for b in args.batches]
+    for method, batch in plan:
+        if method == "rls_plus" and batch in args.skip_rls_plus_batches:
+            continue
+        y = torch.rand(batch, 3, r // args.scale, r // args.scale, device=device)
+        if method == "rls":
+            m = build_method("rls", steps=args.steps)
+        else:  # one anchor step (not timed), then the fine-tuning steps
+            m = build_method("rls_plus", anchor={"steps": 1}, steps=args.steps)
+        mem: dict = {}
+        with peak_memory(device, mem):
+            steps, total = timed_search(m, G, y, D, prior, device)
+        stage = "rls" if method == "rls" else "rls_plus"
+        step = median(steps.get(stage, []))
+        row = dict(
+            method=method,
+            batch=batch,
+            s_per_step=step,
+            s_per_step_per_image=step / batch,
+            steps_timed=len(steps.get(stage, [])),
+            search_s=total,
+            **mem,
+        )
+        rows.append(row)
+        print(
+            f"{method:8s} batch {batch}: {step:.2f} s/step ({step / batch:.2f} per image),"
+            f" peak {mem['peak_bytes'] / 2**30:.2f} GiB ({mem['memory_kind']})",
+            flush=True,
+        )
+    by = {}  # (method, batch) -> mean s/step over its runs (RLS runs twice with --bracket)
+    for key in {(r["method"], r["batch"]) for r in rows}:
+        steps = [r["s_per_step"] for r in rows if (r["method"], r["batch"]) == key]
+        by[key] = sum(steps) / len(steps)
     recipe = {}
     ratios = {}
     for batch in args.batches:
@@ -361,8 +367,8 @@ def markdown_table(result: dict) -> str:
         lines += ["", f"Step parts at batch {result['breakdown_batch']} (s):", ""]
         names = sorted({k for part in parts.values() for k in part})
         lines += ["| part | " + " | ".join(parts) + " |", "|---" * (len(parts) + 1) + "|"]
-        for name in names:
-            cells = [f"{parts[m][name]:.2f}" if name in parts[m] else "–" for m in parts]
+        for name in names:  # a negative rest: the load changed between the two timings
+            cells = [f"{parts[m][name]:.2f}" if parts[m].get(name, -1) >= 0 else "–" for m in parts]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     load = result.get("load_average_1_5_15")
     if load:
@@ -382,6 +388,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["rls", "rls_plus"])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument(
+        "--bracket", action="store_true", help="per batch: RLS, RLS+, RLS (ratios under load)"
+    )
     parser.add_argument("--skip-rls-plus-batches", type=int, nargs="*", default=[])
     parser.add_argument("--steps", type=int, default=None, help="timed steps per setting")
     parser.add_argument("--scale", type=int, default=8)

@@ -145,22 +145,20 @@ def test_gpu_check_dry_run_runs_every_phase_on_cpu(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     cmd = ["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["ok"] and report["dry_run"]
-    assert [p["phase"] for p in report["phases"]] == [
-        "tests", "search_fp32", "search_tf32", "evaluate"
-    ]  # fmt: skip
+    assert [p["phase"] for p in report["phases"]] == ["tests", "search_fp32", "evaluate"]
     tests = json.loads((tmp_path / "gpu_tests.json").read_text())
     assert tests["counts"].get("skipped", 0) >= 3  # the CUDA tests: collected, no device here
-    for variant in ("fp32", "tf32"):
-        bench = json.loads((tmp_path / f"gpu_search_{variant}.json").read_text())
-        assert {(r["method"], r["batch"]) for r in bench["rows"]} == {
-            (m, b) for m in ("rls", "rls_plus") for b in (1, 2)
-        }
-        assert bench["tf32"] == (variant == "tf32") and bench["load_average_1_5_15"]
-        assert all(r["s_per_step"] > 0 and r["peak_bytes"] > 0 for r in bench["rows"])
+    bench = json.loads((tmp_path / "gpu_search_fp32.json").read_text())
+    assert {(r["method"], r["batch"]) for r in bench["rows"]} == {
+        (m, b) for m in ("rls", "rls_plus") for b in (1, 2)
+    }
+    assert not bench["tf32"] and bench["load_average_1_5_15"]
+    assert all(r["s_per_step"] > 0 and r["peak_bytes"] > 0 for r in bench["rows"])
+    assert (tmp_path / "gpu_search_fp32.md").exists()  # the table the README quotes
     evaluation = json.loads((tmp_path / "gpu_evaluate.json").read_text())
     methods = evaluation["summary"]["methods"]
     assert methods["rls"]["ok"] == methods["rls_plus"]["ok"] == 2
