@@ -247,3 +247,26 @@ def test_sweep_report_shows_the_offline_runs_and_their_numbers(sweep, monkeypatc
     ]
     keys = {k for p in flow for k in getattr(p, "y", None) or p.media_keys}
     assert {"val/nll", "flow/chi2", "flow/qq", "flow/nll"} <= keys <= flow_run.history_keys()
+
+
+def test_members_of_a_multirun_share_the_sweep_group(offline_wandb, tmp_path, monkeypatch, capsys):
+    """`python evaluate.py -m ... logger=wandb`: one W&B run per member, grouped by sweep,
+    and (offline) the command that builds the sweep's W&B Report once they are synced."""
+    import sys
+
+    import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "s1"
+    argv = ["evaluate.py", "-m", f"--config-path={ROOT / 'configs'}", "method=[wplus]"]
+    argv += ["method.wplus.steps=2", "data.dataset.n=1", "prior.train_if_missing=false"]
+    argv += ["metrics.fid=false", "metrics.lpips=[]", "trainer.enable_progress_bar=false"]
+    argv += ["logger=wandb", "corruption=none,jpeg", f"hydra.sweep.dir={sweep_dir}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    evaluate.main()
+    flush_wandb()
+    runs = [read_run(p) for p in sorted(tmp_path.glob("runs/*/wandb/offline-run-*"))]
+    assert sorted(r.config["corruption.name"] for r in runs) == ["jpeg", "none"]
+    assert {r.group for r in runs} == {"outputs/sweeps/s1"}
+    assert {r.job_type for r in runs} == {"wplus"} and all(r.finished for r in runs)
+    assert f"python -m callbacks.wandb_report {sweep_dir}" in capsys.readouterr().out
