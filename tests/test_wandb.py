@@ -270,3 +270,18 @@ def test_members_of_a_multirun_share_the_sweep_group(offline_wandb, tmp_path, mo
     assert {r.group for r in runs} == {"outputs/sweeps/s1"}
     assert {r.job_type for r in runs} == {"wplus"} and all(r.finished for r in runs)
     assert f"python -m callbacks.wandb_report {sweep_dir}" in capsys.readouterr().out
+
+    # online, the same Hydra callback publishes the report (only the upload is replaced)
+    from omegaconf import OmegaConf
+
+    from callbacks import wandb_report
+
+    published = []
+    monkeypatch.setattr(wandb_report, "publish", lambda report: published.append(report) or "u")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    config = OmegaConf.load(sweep_dir / "multirun.yaml")
+    wandb_report.PublishReport(entity="someone").on_multirun_end(config)
+    (report,) = published
+    filters = {b.runsets[0].filters for b in report.blocks if hasattr(b, "runsets")}
+    assert filters == {"Group = 'outputs/sweeps/s1' and JobType != 'train_flow'"}
+    assert "jpeg" in next(b.text for b in report.blocks if hasattr(b, "text"))
