@@ -272,8 +272,12 @@ def evaluate(cfg: DictConfig) -> Path:
     from callbacks.results import atomic_write_bytes, finished_pairs
     from rls.degradations import build_degradation
     from rls.lit.search_module import SearchModule, anchor_sources
+    from rls.preflight import check_against_generator, check_evaluation
 
     check_config(cfg)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    checked = check_evaluation(plain)  # scale, data, LR sizes, methods: before any loading
+    methods = build_methods(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -284,10 +288,11 @@ def evaluate(cfg: DictConfig) -> Path:
     print(f"[evaluate] run directory: {run_dir}")
 
     G = instantiate(cfg.generator)
+    if checked["resolution"] is None:  # a checkpoint that tells its size only when loaded
+        check_against_generator(plain, G.img_resolution)
     corruption = OmegaConf.to_container(cfg.corruption, resolve=True)
     D = build_degradation(cfg.scale, **corruption)
     prior, prior_source = load_or_train_prior(cfg, G, run_dir)
-    methods = build_methods(cfg)
     check_prior_support(G, prior, prior_source, methods)
     metrics, lpips_net = build_metrics(cfg)
     done = finished_pairs(run_dir)
@@ -308,7 +313,7 @@ def evaluate(cfg: DictConfig) -> Path:
         anchor_from=anchor_sources(methods) if cfg.get("reuse_rls_anchor", True) else None,
         split_batches=str(cfg.data.get("batch_size")) == "auto",
     )
-    datamodule = instantiate(cfg.data, generator=G, **batch_size_override(cfg))
+    datamodule = instantiate(cfg.data, generator=G, scale=cfg.scale, **batch_size_override(cfg))
     trainer = build_trainer(cfg, run_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)
     report = run_dir / "report.html"

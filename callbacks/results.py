@@ -5,18 +5,21 @@ Layout of a run directory::
     config.yaml                  resolved configuration (written by evaluate.py)
     results.csv                  one row per (image_id, method), merged at the end
     summary.json                 mean / std per method and metric, ok / failed counts, FID/KID
-    images/<method>/<id>.png     the solutions; images/lr/<id>.png, images/hr/<id>.png
+    images/<method>/<file>.png   the solutions; images/lr/<file>.png, images/hr/<file>.png
+                                 (<file> = output_stem(image_id): unique per id)
     .shards/results.rank<k>.csv  append-only rows of rank k while the run is in flight
 
 Crash safety: every rank appends its rows to its own shard with flush + fsync per row,
 images are written to a temporary file and renamed (``os.replace``), and readers drop a
 torn last line. An interrupted run therefore loses at most the images in flight; a rerun in
-the same directory skips every (image_id, method) pair already recorded.
+the same directory skips every (image_id, method) pair already recorded as ok and computes
+the failed ones again (their new row replaces the old one).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -70,9 +73,17 @@ def safe_name(image_id: str) -> str:
     return name or "image"
 
 
+def output_stem(image_id: str) -> str:
+    """The file stem of an image id's outputs: readable (the sanitised id) and unique (8 hex
+    of the id's SHA-256), so ids that sanitise alike (``a b`` and ``a_b``, two non-ASCII
+    names, ``A`` and ``a`` on a case-insensitive disk) never share a file."""
+    digest = hashlib.sha256(str(image_id).encode("utf-8")).hexdigest()[:8]
+    return f"{safe_name(image_id)[:80]}-{digest}"
+
+
 def image_path(run_dir: str | Path, kind: str, image_id: str) -> Path:
-    """``images/<kind>/<id>.png`` where kind is a method name, ``lr`` or ``hr``."""
-    return Path(run_dir) / "images" / safe_name(kind) / f"{safe_name(image_id)}.png"
+    """``images/<kind>/<output_stem(id)>.png`` where kind is a method name, ``lr`` or ``hr``."""
+    return Path(run_dir) / "images" / safe_name(kind) / f"{output_stem(image_id)}.png"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -149,8 +160,9 @@ def all_rows(run_dir: str | Path) -> list[dict]:
 
 
 def finished_pairs(run_dir: str | Path) -> set[tuple[str, str]]:
-    """(image_id, method) pairs already recorded in a run directory: a rerun skips them."""
-    return {(row["image_id"], row["method"]) for row in all_rows(run_dir)}
+    """(image_id, method) pairs recorded as ok in a run directory: a rerun skips them and
+    computes the failed ones again (a fixed file gets its result; the new row wins)."""
+    return {(r["image_id"], r["method"]) for r in all_rows(run_dir) if r["status"] != "failed"}
 
 
 class ShardWriter:

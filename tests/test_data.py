@@ -136,13 +136,17 @@ def test_collate_stacks_good_records_and_sets_failures_aside():
     assert batch["failures"] == [("bad", "bad.png: broken")]
     only_bad = collate_records([{"image_id": "bad", "error": "x"}])
     assert only_bad["image_id"] == [] and "hr" not in only_bad
-    with pytest.raises(ValueError, match="a: \\(3, 4, 4\\), c: \\(3, 8, 8\\)"):
-        collate_records(
-            [
-                {"image_id": "a", "hr": torch.zeros(3, 4, 4)},
-                {"image_id": "c", "hr": torch.zeros(3, 8, 8)},
-            ]
-        )
+    mixed = collate_records(
+        [
+            {"image_id": "a", "lr": torch.zeros(3, 4, 4)},
+            {"image_id": "odd", "lr": torch.zeros(3, 8, 8)},
+            {"image_id": "c", "lr": torch.zeros(3, 4, 4)},
+        ]
+    )  # mixed sizes: the odd one fails, the rest are batched (never a batching error)
+    assert mixed["image_id"] == ["a", "c"] and mixed["lr"].shape == (2, 3, 4, 4)
+    assert mixed["failures"] == [
+        ("odd", "odd: size lr (3, 8, 8) differs from lr (3, 4, 4) of the other images of its batch")
+    ]
     with pytest.raises(ValueError, match="different keys"):
         collate_records(
             [{"image_id": "a", "hr": torch.zeros(1)}, {"image_id": "c", "lr": torch.zeros(1)}]

@@ -2,22 +2,26 @@
 
 Every dataset yields dicts (docs/interfaces.md): ``{"image_id": str, "hr": [C,R,R] in [0,1]}``
 for image folders, ``{"image_id", "lr"}`` for LR-only folders, ``{"image_id", "hr", "w"}``
-for generator-sampled targets. A file that cannot be read yields ``{"image_id", "error"}``
-instead (``on_error="record"``), so the run goes on and the evaluation can write a
-'failed' row; :func:`collate_records` batches both kinds. The datasets need no Lightning.
+for generator-sampled targets. An entry that cannot be used (unreadable file, dangling link,
+symlink loop, directory, HR image far smaller than the generator, LR image of the wrong
+size) yields ``{"image_id", "error": "<path>: <reason>"}`` instead (``on_error="record"``),
+so the run goes on and the evaluation writes a 'failed' row; :func:`collate_records` batches
+both kinds. The datasets need no Lightning.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,6 +31,9 @@ log = logging.getLogger("rls.data")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 ON_ERROR = ("record", "skip", "raise")
+# An HR image whose shorter side is under this fraction of the generator's resolution is not
+# a high-resolution target (upscaling it only blurs it): it becomes a failed row.
+MIN_HR_FRACTION = 0.5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -34,8 +41,10 @@ ON_ERROR = ("record", "skip", "raise")
 
 
 def list_images(root: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(image_id, path)`` for the images directly in ``root``, sorted by file name.
+    """``(image_id, path)`` for every entry in ``root`` named like an image, sorted by name.
 
+    Entries that are not usable files (directories, dangling links, symlink loops) are
+    listed too, so that :func:`entry_problem` can report each one instead of it vanishing.
     The id is the file stem; stems shared by several files (``a.png``, ``a.jpg``) become
     ``<stem>_<ext>`` for all of them (plus ``_<k>`` if still shared), so ids are stable
     and unique whatever else is in the folder.
@@ -44,7 +53,7 @@ def list_images(root: str | os.PathLike) -> list[tuple[str, Path]]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found")
     paths = sorted(
-        (p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        (p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
         key=lambda p: p.name,
     )
     stems: dict[str, int] = {}
@@ -61,6 +70,24 @@ def list_images(root: str | os.PathLike) -> list[tuple[str, Path]]:
     return ids
 
 
+def entry_problem(path: Path) -> str | None:
+    """Why a folder entry named like an image is not a readable file, or ``None``."""
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "symlink loop (the link resolves to itself)"
+            return f"dangling symlink (its target {os.readlink(path)} does not exist)"
+    if path.is_dir():
+        return "a directory, not an image file"
+    if not path.is_file():
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
 def check_image(path: Path) -> str | None:
     """A cheap header + integrity check; the reason it failed, or ``None`` if it looks fine."""
     try:
@@ -71,13 +98,23 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from the header only, upright (after the EXIF orientation)."""
+    with Image.open(path) as img:
+        w, h = img.size
+        if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # quarter turns
+            w, h = h, w
+    return w, h
+
+
 def load_image(
     path: Path, channels: int = 3, resolution: int | None = None, warned: set | None = None
 ) -> Tensor:
     """Decode ``path`` to ``[channels, R, R]`` float in [0, 1].
 
-    Other colour modes are converted with one warning per file (alpha is dropped); non-square
-    or wrong-size images are center-cropped to a square and resized (PIL bicubic, which
+    The EXIF orientation (phone photos) is applied first, with a logged note. Other colour
+    modes are converted with one warning per file (alpha is dropped); non-square or
+    wrong-size images are center-cropped to a square and resized (PIL bicubic, which
     antialiases when shrinking) with a logged note.
     """
     if channels not in (1, 3):
@@ -86,6 +123,12 @@ def load_image(
     target_mode = "RGB" if channels == 3 else "L"
     with Image.open(path) as img:
         img.load()
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation not in (None, 1):
+            if ("exif", path) not in warned:
+                warned.add(("exif", path))
+                log.info("%s: EXIF orientation %s applied (turned upright)", path, orientation)
+            img = ImageOps.exif_transpose(img)
         if img.mode != target_mode:
             if path not in warned:
                 warned.add(path)
@@ -135,7 +178,12 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 class _FolderDataset(Dataset):
-    """Shared indexing and failure handling of the image-folder datasets."""
+    """Shared indexing and failure handling of the image-folder datasets.
+
+    Every entry is checked at index time (cheaply: the header, not the pixels); one that
+    cannot be used is logged, listed in ``failures`` and, with ``on_error="record"``, served
+    as an error record naming the path and the reason.
+    """
 
     key = "hr"
 
@@ -148,26 +196,32 @@ class _FolderDataset(Dataset):
         self.on_error = on_error
         self.failures: list[tuple[Path, str]] = []
         self.items: list[tuple[str, Path]] = []
+        self._rejected: dict[str, str] = {}  # image_id -> "<path>: <reason>"
         self._warned: set = set()
         for image_id, path in list_images(root):
-            reason = check_image(path)
+            reason = entry_problem(path) or check_image(path) or self._size_problem(path)
             if reason is not None:
                 self._fail(path, reason)
                 if on_error == "skip":
                     continue
+                self._rejected[image_id] = f"{path}: {reason}"
             self.items.append((image_id, path))
         if not self.items:
             raise FileNotFoundError(
                 f"{self.root}: no readable images ({', '.join(IMAGE_EXTENSIONS)})"
             )
 
+    def _size_problem(self, path: Path) -> str | None:
+        """Why the image's size makes it unusable here, or ``None`` (subclasses decide)."""
+        return None
+
     def _fail(self, path: Path, reason: str) -> None:
         if self.on_error == "raise":
-            raise ValueError(f"{path}: unreadable image ({reason})")
+            raise ValueError(f"{path}: cannot be used ({reason})")
         if (path, reason) not in self.failures:
             self.failures.append((path, reason))
             action = "skipped" if self.on_error == "skip" else "recorded as failed"
-            log.error("%s: unreadable image, %s (%s)", path, action, reason)
+            log.error("%s: %s, %s", path, reason, action)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -178,6 +232,8 @@ class _FolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image_id, path = self.items[index]
+        if image_id in self._rejected:
+            return {"image_id": image_id, "error": self._rejected[image_id]}
         try:
             image = load_image(path, self.channels, self.resolution, self._warned)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -190,16 +246,51 @@ class _FolderDataset(Dataset):
 class ImageFolderDataset(_FolderDataset):
     """HR images from a folder (png, jpg/jpeg, webp), resized to the generator resolution.
 
-    ``on_error``: ``"record"`` (default) yields ``{"image_id", "error"}`` for an unreadable
-    file, ``"skip"`` drops files failing the header check at index time, ``"raise"`` stops.
+    ``on_error``: ``"record"`` (default) yields ``{"image_id", "error"}`` for an unusable
+    entry, ``"skip"`` drops entries failing the index-time checks, ``"raise"`` stops.
     Every failure is logged and listed in ``failures`` as ``(path, reason)`` (those found
     while decoding inside DataLoader worker processes reach the caller as error records only).
+
+    ``min_hr_fraction``: an image whose shorter side is under this fraction of
+    ``resolution`` is refused (it would be upscaled into a blurry "high-resolution" target
+    and scored as one); one between that and ``resolution`` is used with a warning.
     """
 
     key = "hr"
 
-    def __init__(self, root, resolution: int, channels: int = 3, on_error: str = "record"):
+    def __init__(
+        self,
+        root,
+        resolution: int,
+        channels: int = 3,
+        on_error: str = "record",
+        min_hr_fraction: float = MIN_HR_FRACTION,
+    ):
+        if not 0 <= min_hr_fraction <= 1:
+            raise ValueError(f"min_hr_fraction must be in [0, 1], got {min_hr_fraction}")
+        self.min_hr_fraction = min_hr_fraction
         super().__init__(root, resolution, channels, on_error)
+
+    def _size_problem(self, path: Path) -> str | None:
+        w, h = image_size(path)
+        side, target = min(w, h), self.resolution
+        if side >= target:
+            return None
+        if side < self.min_hr_fraction * target:
+            return (
+                f"HR image {w}x{h} is smaller than {self.min_hr_fraction:g} x the generator's "
+                f"resolution {target} (min_hr_fraction): upscaled, it would be scored as a "
+                "high-resolution target it is not"
+            )
+        log.warning(
+            "%s: HR image %dx%d is smaller than the generator's resolution %d: it is upscaled, "
+            "so its HR metrics compare against an upscaled image, not a true HR one",
+            path,
+            w,
+            h,
+            target,
+        )
+        return None
 
 
 class LRFolderDataset(_FolderDataset):
@@ -207,14 +298,35 @@ class LRFolderDataset(_FolderDataset):
 
     Images are used at their own size unless ``resolution`` (the LR side, R / scale) is
     given; then other sizes are center-cropped and resized with a logged note.
+    ``expected_size`` (the LR side the search needs: generator resolution / scale) makes
+    every image of another size a failed entry naming both sizes, so a folder of mixed
+    sizes runs with the odd ones failed.
     """
 
     key = "lr"
 
     def __init__(
-        self, root, resolution: int | None = None, channels: int = 3, on_error: str = "record"
+        self,
+        root,
+        resolution: int | None = None,
+        channels: int = 3,
+        on_error: str = "record",
+        expected_size: int | None = None,
     ):
+        self.expected_size = expected_size
         super().__init__(root, resolution, channels, on_error)
+
+    def _size_problem(self, path: Path) -> str | None:
+        e = self.expected_size
+        if e is None or self.resolution is not None:
+            return None
+        w, h = image_size(path)
+        if (w, h) == (e, e):
+            return None
+        return (
+            f"LR image {w}x{h}, but the search needs {e}x{e} (the generator's resolution / "
+            "scale): change the scale or the generator to match, or resize the LR inputs"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,32 +394,36 @@ def collate_records(records: list[dict]) -> dict:
 
     Returns ``{"image_id": [ids of the stacked rows], <key>: Tensor[B, ...] for every tensor
     key, "failures": [(image_id, error), ...]}``. A batch of only failures has
-    ``image_id == []`` and no tensors.
+    ``image_id == []`` and no tensors. Records whose tensor shapes differ from the most common
+    ones of the batch become failures naming both shapes (never a batching error).
     """
     good = [r for r in records if "error" not in r]
-    batch: dict = {
-        "image_id": [r["image_id"] for r in good],
-        "failures": [(r["image_id"], r["error"]) for r in records if "error" in r],
-    }
-    if not good:
-        return batch
-    keys = [k for k in good[0] if k != "image_id"]
+    failures = [(r["image_id"], r["error"]) for r in records if "error" in r]
     for r in good[1:]:
-        if sorted(k for k in r if k != "image_id") != sorted(keys):
+        if sorted(k for k in r if k != "image_id") != sorted(k for k in good[0] if k != "image_id"):
             raise ValueError(
                 f"records {good[0]['image_id']} and {r['image_id']} have different keys: "
                 f"{sorted(good[0])} vs {sorted(r)}"
             )
-    for key in keys:
+
+    def shapes(r: dict) -> tuple:
+        return tuple((k, tuple(v.shape)) for k, v in r.items() if isinstance(v, Tensor))
+
+    if good:
+        common = Counter(shapes(r) for r in good).most_common(1)[0][0]  # ties: the first seen
+        for r in good:
+            if shapes(r) != common:
+                mine = ", ".join(f"{k} {s}" for k, s in shapes(r))
+                other = ", ".join(f"{k} {s}" for k, s in common)
+                reason = f"size {mine} differs from {other} of the other images of its batch"
+                failures.append((r["image_id"], f"{r['image_id']}: {reason}"))
+        good = [r for r in good if shapes(r) == common]
+    batch: dict = {"image_id": [r["image_id"] for r in good], "failures": failures}
+    if not good:
+        return batch
+    for key in (k for k in good[0] if k != "image_id"):
         values = [r[key] for r in good]
-        if isinstance(values[0], Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                detail = ", ".join(f"{r['image_id']}: {tuple(r[key].shape)}" for r in good)
-                raise ValueError(f"cannot batch '{key}' of different shapes ({detail})")
-            batch[key] = torch.stack(values)
-        else:
-            batch[key] = values
+        batch[key] = torch.stack(values) if isinstance(values[0], Tensor) else values
     return batch
 
 
@@ -326,8 +442,10 @@ class RestorationDataModule(_lightning_base()):
 
     ``dataset`` is a Dataset, or a factory (e.g. a Hydra ``_partial_``) completed in
     :meth:`setup` with what the generator tells: ``G`` (generator-sampled targets),
-    ``resolution`` and ``channels`` (image folders), each passed only if the factory takes
-    it and it is not already bound. Under DDP each rank gets a disjoint shard (no image is
+    ``resolution`` and ``channels`` (image folders), ``expected_size`` (LR folders: the
+    generator's resolution / ``scale``), each passed only if the factory takes it and it is
+    not already bound. Two inputs with the same image id are refused (their rows and files
+    would overwrite each other). Under DDP each rank gets a disjoint shard (no image is
     repeated to even out the shards, so results.csv has every image exactly once).
     """
 
@@ -337,18 +455,20 @@ class RestorationDataModule(_lightning_base()):
         batch_size: int = 1,
         num_workers: int = 0,
         generator: torch.nn.Module | None = None,
+        scale: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.dataset_factory = dataset
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.generator = generator
+        self.generator, self.scale = generator, scale
         self.dataset: Dataset | None = dataset if isinstance(dataset, Dataset) else None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
-            self.dataset = build_dataset(self.dataset_factory, self.generator)
+            self.dataset = build_dataset(self.dataset_factory, self.generator, self.scale)
+        check_unique_ids(self.dataset)
 
     def test_dataloader(self) -> DataLoader:
         self.setup("test")
@@ -370,7 +490,23 @@ class RestorationDataModule(_lightning_base()):
     predict_dataloader = test_dataloader
 
 
-def build_dataset(factory: Callable[..., Dataset], G: torch.nn.Module | None = None) -> Dataset:
+def check_unique_ids(dataset: Dataset) -> None:
+    """Refuse a dataset in which two inputs share an image id (rows, seeds and output files
+    are keyed by it, so one would silently replace the other)."""
+    ids = getattr(dataset, "image_ids", None)
+    if ids is None:
+        return
+    shared = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if shared:
+        raise ValueError(
+            f"{len(shared)} image id(s) shared by several inputs: {shared[:5]}; every input "
+            "needs its own id (its rows, seeds and output files are keyed by it)"
+        )
+
+
+def build_dataset(
+    factory: Callable[..., Dataset], G: torch.nn.Module | None = None, scale: int | None = None
+) -> Dataset:
     """Call a dataset factory with the generator-given arguments it takes and lacks."""
     params = inspect.signature(factory).parameters
     offered = {}
@@ -380,6 +516,8 @@ def build_dataset(factory: Callable[..., Dataset], G: torch.nn.Module | None = N
             "resolution": G.img_resolution,
             "channels": G.img_channels,
         }
+        if scale:
+            offered["expected_size"] = G.img_resolution // int(scale)
     kwargs = {}
     for name, value in offered.items():
         p = params.get(name)

@@ -39,6 +39,7 @@ class KnownCheckpoint:
     sha256: str | None = None
     size: int | None = None
     pinned_by: str = ""
+    resolution: int | None = None  # output side, known before download (early checks)
 
 
 KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
@@ -46,6 +47,7 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
     for c in (
         KnownCheckpoint(
             name="ffhq-1024",
+            resolution=1024,
             url="https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl",
             filename="stylegan2-ffhq-config-f.pkl",
             description="StyleGAN2 config-f FFHQ 1024² (NVIDIA TensorFlow pickle): the face prior "
@@ -56,12 +58,14 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
         ),
         KnownCheckpoint(
             name="ffhq-1024-ada",
+            resolution=1024,
             url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
             filename="stylegan2-ada-pytorch-ffhq.pkl",
             description="stylegan2-ada-pytorch ffhq.pkl: FFHQ 1024², original StyleGAN2 training",
         ),
         KnownCheckpoint(
             name="ffhq-1024-ngc",
+            resolution=1024,
             url="https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
             "stylegan2-ffhq-1024x1024.pkl",
             filename="stylegan2-ffhq-1024x1024.pkl",
@@ -69,6 +73,7 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
         ),
         KnownCheckpoint(
             name="ffhq-256",
+            resolution=256,
             url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
             "transfer-learning-source-nets/ffhq-res256-mirror-paper256-noaug.pkl",
             filename="ffhq-res256-mirror-paper256-noaug.pkl",
@@ -76,6 +81,7 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
         ),
         KnownCheckpoint(
             name="ffhq-256-ngc",
+            resolution=256,
             url="https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
             "stylegan2-ffhq-256x256.pkl",
             filename="stylegan2-ffhq-256x256.pkl",

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rls.search.settings import check_settings
 from rls.seeding import derive_seeds, randn_per_seed  # noqa: F401 (derive_seeds re-exported)
 
 
@@ -169,4 +170,5 @@ def build_method(name: str, method: str | None = None, **cfg) -> Method:
     if key not in METHODS:
         known = ", ".join(sorted(METHODS)) or "none"
         raise KeyError(f"unknown search method {key!r}; registered: {known}")
+    check_settings(cfg)  # a bad step count or rate fails here, before any search
     return METHODS[key](name=name, **cfg)

@@ -1,0 +1,273 @@
+"""Checks of an evaluation's settings made before any expensive work.
+
+Loading a 1024² generator or training a flow takes minutes; a scale the generator cannot
+reach, a missing data folder, LR images of the wrong size or a negative learning rate
+should fail at once, with a message naming the setting to change (``scale=7: ...``).
+Everything here reads configuration values and file headers only: no network is built.
+
+:func:`check_evaluation` walks an evaluation config (the keys of ``configs/evaluate.yaml``
+as a plain mapping); the other functions each check one thing and are usable alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from rls.degradations.downsample import DEFAULT_KERNEL, pulse_padding
+
+log = logging.getLogger("rls.preflight")
+
+
+class PreflightError(ValueError):
+    """A setting that cannot work; the message starts with ``<config key>=<value>:``."""
+
+
+# ----------------------------------------------------------------------------------------------
+# the generator
+
+
+def generator_resolution(source, **overrides) -> int | None:
+    """The generator's output side read from its configuration, without building it.
+
+    ``tiny`` (with its overrides), a known checkpoint name, or a ``.safetensors`` file written
+    by ``rls.generators.save_generator`` (its metadata); ``None`` for anything else (a pickle
+    tells its resolution only when loaded).
+    """
+    from rls.generators.download import KNOWN_CHECKPOINTS
+
+    text = str(source)
+    if text == "tiny":
+        from rls.generators.config import tiny_config
+
+        return int(tiny_config(**overrides)["img_resolution"])
+    if text in KNOWN_CHECKPOINTS:
+        return KNOWN_CHECKPOINTS[text].resolution
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                config = json.loads((f.metadata() or {}).get("config", "{}"))
+            return int(config["img_resolution"])
+        except Exception:  # unreadable here: the loader reports it properly
+            return None
+    return None
+
+
+def check_scale(scale, resolution: int, downsampler: str = DEFAULT_KERNEL) -> int:
+    """The LR side ``resolution / scale``, or :class:`PreflightError` naming ``scale``.
+
+    The scale must divide the generator's resolution, and the paper's bicubic downsampler
+    reflect-pads by about 1.5·scale pixels on each side, which the HR image must exceed.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise PreflightError(f"scale={scale}: must be a positive integer (8, 16, 32, 64)")
+    usable = [s for s in range(1, resolution + 1) if _reachable(s, resolution, downsampler)]
+    hint = f"scales that work with it: {', '.join(map(str, usable[1:] or usable))}"
+    if resolution % scale:
+        raise PreflightError(
+            f"scale={scale}: the generator's resolution {resolution} is not divisible by "
+            f"{scale}, so there is no integer LR size; {hint} (or use another generator)"
+        )
+    if not _reachable(scale, resolution, downsampler):
+        _, pad = pulse_padding(scale)
+        raise PreflightError(
+            f"scale={scale}: the {downsampler} downsampler reflect-pads the HR image by {pad} "
+            f"pixels at scale {scale}, which needs an image larger than {pad}x{pad}, but the "
+            f"generator makes {resolution}x{resolution}; {hint} (or corruption.downsampler="
+            "area/box)"
+        )
+    return resolution // scale
+
+
+def _reachable(scale: int, resolution: int, downsampler: str) -> bool:
+    if resolution % scale:
+        return False
+    if downsampler == "bicubic_pulse" and scale > 1:
+        return pulse_padding(scale)[1] < resolution
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# files and folders
+
+
+def check_folder(root, key: str) -> Path:
+    """An existing, readable folder, or :class:`PreflightError` naming ``key``."""
+    if root in (None, "", "???"):
+        raise PreflightError(f"{key}: not set; pass {key}=/path/to/images")
+    path = Path(str(root)).expanduser()
+    if not path.exists():
+        raise PreflightError(f"{key}={root}: no such folder")
+    if not path.is_dir():
+        raise PreflightError(f"{key}={root}: a file, not a folder of images")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise PreflightError(f"{key}={root}: the folder is not readable (permission denied)")
+    return path
+
+
+def check_checkpoint_file(path, key: str) -> Path:
+    """An existing file for a checkpoint setting, or :class:`PreflightError` naming ``key``
+    (a directory, a missing file, or a Lightning ``.ckpt`` given where a flow is wanted)."""
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        inside = sorted(q.name for q in p.iterdir() if q.suffix in (".safetensors", ".pkl", ".pt"))
+        hint = f" (it holds {', '.join(inside[:4])})" if inside else ""
+        raise PreflightError(f"{key}={path}: a directory; pass the checkpoint file in it{hint}")
+    if not p.exists():
+        raise PreflightError(f"{key}={path}: no such file")
+    return p
+
+
+def check_prior_path(path, key: str = "prior.path") -> Path:
+    """A flow file for ``prior.path``; a Lightning ``.ckpt`` (train_flow.py's resumable
+    training state) is refused with the path of the ``flow.safetensors`` to pass instead."""
+    p = check_checkpoint_file(path, key)
+    if p.suffix == ".ckpt":
+        candidates = [p.parent / "flow.safetensors", p.parent.parent / "flow.safetensors"]
+        found = next((c for c in candidates if c.is_file()), None)
+        where = (
+            f"pass {key}={found}"
+            if found
+            else f"pass the flow.safetensors that train_flow.py writes beside its checkpoints/ "
+            f"folder ({candidates[1]}: not there yet; training may be unfinished)"
+        )
+        raise PreflightError(
+            f"{key}={path}: a Lightning training checkpoint (optimiser state for resuming "
+            f"train_flow.py), not a flow file; {where}"
+        )
+    return p
+
+
+def image_sizes(root: Path) -> Counter:
+    """``Counter({(width, height): count})`` of the readable images in ``root`` (headers)."""
+    from rls.data import entry_problem, image_size, list_images
+
+    sizes: Counter = Counter()
+    for _, path in list_images(root):
+        if entry_problem(path) is None:
+            try:
+                sizes[image_size(path)] += 1
+            except Exception:  # unreadable: the dataset records it as a failed row
+                continue
+    return sizes
+
+
+def check_lr_sizes(root: Path, lr_side: int, scale: int, resolution: int, key: str) -> Counter:
+    """Sizes of the LR images in ``root`` against the side the search needs.
+
+    None of the right size: :class:`PreflightError` naming the sizes found and the setting
+    to change. Some: they run, the others become failed rows (a warning says how many).
+    """
+    sizes = image_sizes(root)
+    if not sizes:
+        return sizes
+    right = sizes.get((lr_side, lr_side), 0)
+    found = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sizes.most_common())
+    if right == 0:
+        (w, h), _ = sizes.most_common(1)[0]
+        fixes = []
+        if w == h and resolution % w == 0:
+            fixes.append(f"scale={resolution // w} (makes {w}x{w} LR inputs)")
+        fixes.append(f"{key.rsplit('.', 1)[0]}.resolution={lr_side} (resize them)")
+        if w == h:
+            fixes.append(f"a generator of resolution {w * scale}")
+        raise PreflightError(
+            f"{key}={root}: the LR images are {found}, but the generator's resolution "
+            f"{resolution} / scale={scale} needs {lr_side}x{lr_side}; set {' or '.join(fixes)}"
+        )
+    if right < sum(sizes.values()):
+        log.warning(
+            "%s: LR images of sizes %s; only the %dx%d ones (generator resolution %d / scale=%d)"
+            " are restored, the others become failed rows",
+            root,
+            found,
+            lr_side,
+            lr_side,
+            resolution,
+            scale,
+        )
+    return sizes
+
+
+# ----------------------------------------------------------------------------------------------
+# an evaluation config
+
+
+def check_methods(methods: Mapping) -> None:
+    """Each method's settings (``method.<name>.<key>``), as the method builder checks them."""
+    from rls.search.settings import SettingError, check_settings
+
+    for name, settings in (methods or {}).items():
+        if not isinstance(settings, Mapping):
+            continue
+        body = {k: v for k, v in settings.items() if k not in ("_target_", "name", "method")}
+        try:
+            check_settings(body)
+        except SettingError as err:
+            raise PreflightError(f"method.{name}.{err}") from None
+
+
+def check_evaluation(cfg: Mapping) -> dict:
+    """Check an evaluation config (plain mapping of configs/evaluate.yaml's keys) before
+    anything is loaded. Returns what it learnt: ``{"resolution": int | None}``.
+
+    Call it again with ``resolution=`` once the generator is loaded when the config did
+    not tell it (a pickle): the resolution-dependent checks then still come before the
+    flow is trained.
+    """
+    return _check(cfg, resolution=None)
+
+
+def check_against_generator(cfg: Mapping, resolution: int) -> None:
+    """The resolution-dependent checks, for a generator whose size the config did not tell."""
+    _check(cfg, resolution=resolution, only_resolution=True)
+
+
+def _check(cfg: Mapping, resolution: int | None, only_resolution: bool = False) -> dict:
+    gen = dict(cfg.get("generator") or {})
+    data = dict(cfg.get("data") or {})
+    dataset = dict(data.get("dataset") or {})
+    target = str(dataset.get("_target_", ""))
+    if not only_resolution:
+        check_methods(cfg.get("method") or {})
+        source = gen.get("source")
+        if source not in (None, "tiny") and not _is_url_or_known(source):
+            check_checkpoint_file(source, "generator.source")
+        prior_path = (cfg.get("prior") or {}).get("path")
+        if prior_path:
+            check_prior_path(prior_path)
+        if "root" in dataset:
+            check_folder(dataset["root"], "data.dataset.root")
+        overrides = {k: v for k, v in gen.items() if k not in ("_target_", "source")}
+        if source is not None:
+            resolution = generator_resolution(source, **overrides)
+    if resolution is None:
+        return {"resolution": None}
+    scale = cfg.get("scale")
+    downsampler = (cfg.get("corruption") or {}).get("downsampler") or DEFAULT_KERNEL
+    lr_side = check_scale(scale, resolution, downsampler)
+    if target.endswith("LRFolderDataset"):
+        given = dataset.get("resolution")
+        if given is not None and given != lr_side:
+            raise PreflightError(
+                f"data.dataset.resolution={given}: LR images would be resized to {given}x{given},"
+                f" but the generator's resolution {resolution} / scale={scale} needs "
+                f"{lr_side}x{lr_side}; set data.dataset.resolution={lr_side} (or null)"
+            )
+        if given is None:
+            root = check_folder(dataset.get("root"), "data.dataset.root")
+            check_lr_sizes(root, lr_side, scale, resolution, "data.dataset.root")
+    return {"resolution": resolution}
+
+
+def _is_url_or_known(source) -> bool:
+    from rls.generators.download import KNOWN_CHECKPOINTS, is_url
+
+    return str(source) in KNOWN_CHECKPOINTS or is_url(str(source))
