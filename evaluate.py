@@ -251,6 +251,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         group=sweep_name(),  # the runs of one -m sweep form one W&B group
         job_type="+".join(cfg.method),
         config=OmegaConf.to_container(cfg, resolve=True),
+        rewrites_csv=True,  # the ResultsWriter logs the whole run's aggregates every time
     )
     callbacks = build_callbacks(cfg, run_dir)
     if not kwargs.get("enable_progress_bar", True):  # quiet: Lightning refuses a bar then
@@ -288,7 +289,7 @@ def evaluate(cfg: DictConfig) -> Path:
     print(f"[evaluate] run directory: {run_dir}")
 
     G = instantiate(cfg.generator)
-    if checked["resolution"] is None:  # a checkpoint that tells its size only when loaded
+    if checked["resolution"] != G.img_resolution:  # a checkpoint that tells it only now
         check_against_generator(plain, G.img_resolution)
     corruption = OmegaConf.to_container(cfg.corruption, resolve=True)
     D = build_degradation(cfg.scale, **corruption)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -79,11 +81,15 @@ def make_logger(
     group: str | None = None,
     job_type: str | None = None,
     config: Mapping | None = None,
+    rewrites_csv: bool = False,
 ):
     """A Lightning logger for ``cfg`` writing under ``save_dir`` (``False`` for none).
 
     W&B only: ``group`` (runs of one sweep), ``job_type`` and ``config`` (logged flat, see
     :func:`flat_config`) are the job's defaults; a ``group`` set in ``cfg`` wins.
+    CSV only: ``rewrites_csv`` for a job that logs its complete aggregates on every
+    invocation (evaluate.py), so that replacing the previous metrics.csv on a rerun loses
+    nothing; Lightning's warning that it will be replaced is then silenced.
     """
     if cfg is None:
         return False
@@ -95,7 +101,11 @@ def make_logger(
     if kind == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
-        return CSVLogger(save_dir=str(save_dir), name=cfg.get("name") or "csv", version="")
+        logger = CSVLogger(save_dir=str(save_dir), name=cfg.get("name") or "csv", version="")
+        if rewrites_csv:
+            log_dir = re.escape(str(Path(logger.log_dir)))
+            warnings.filterwarnings("ignore", message=f"Experiment logs directory {log_dir}")
+        return logger
     if kind == "wandb":
         from pytorch_lightning.loggers import WandbLogger
 

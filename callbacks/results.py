@@ -243,6 +243,36 @@ def summarize(rows: list[dict], dataset_metrics: dict | None = None) -> dict:
     return summary
 
 
+SET_LEVEL_KEYS = ("fid", "kid_mean", "kid_std", "set_metrics_images")
+
+
+def summary_metrics(summary: dict) -> dict[str, float]:
+    """The run's aggregates as flat numbers ``test/<method>/<metric>`` (means over every ok
+    row of the run, counts, FID/KID): the one source of what loggers record (metrics.csv,
+    the W&B summary), so after a resume they cover the whole run, not the last invocation."""
+    flat = {}
+    for method, entry in summary.items():
+        for key, value in entry.items():
+            if isinstance(value, dict) and "mean" in value:
+                flat[f"test/{method}/{key}"] = float(value["mean"])
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                flat[f"test/{method}/{key}"] = float(value)
+    return flat
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """summary.json's ``methods`` (empty when there is none yet)."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text())["methods"] if path.exists() else {}
+
+
+def load_png(path: str | Path) -> torch.Tensor:
+    """``[C, H, W]`` float in [0, 1] of a PNG written by :func:`save_png`."""
+    array = np.asarray(Image.open(path), dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array.copy())
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
 def write_summary(run_dir: str | Path, rows: list[dict], dataset_metrics=None) -> dict:
     summary = summarize(rows, dataset_metrics)
     data = json.dumps({"methods": summary}, indent=2, allow_nan=False, default=str)
@@ -260,14 +290,20 @@ class ResultsWriter(pl.Callback):
     The module's ``test_step`` returns ``{"rows": [dict, ...], "images": [(kind, image_id,
     tensor [C, H, W] in [0, 1]), ...]}``. Images are written before their rows, so a row
     on disk always has its images. At the end rank 0 merges every rank's shard into
-    ``results.csv`` and writes ``summary.json`` (adding the module's ``dataset_metrics``,
-    e.g. FID/KID per method, when it has any).
+    ``results.csv``, writes ``summary.json`` (adding the module's ``dataset_metrics``,
+    e.g. FID/KID per method, when it has any) and logs :func:`summary_metrics` to the
+    trainer's loggers.
+
+    Resumed runs: every aggregate covers all rows of the run. FID/KID of a method that
+    restored new images are computed over those and the earlier ones (read back from
+    ``images/``); a method with nothing new keeps the values summary.json already had.
     """
 
-    def __init__(self, run_dir: str | Path, save_images: bool = True):
+    def __init__(self, run_dir: str | Path, save_images: bool = True, chunk: int = 16):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.save_images = save_images
+        self.chunk = chunk
         self._shard: ShardWriter | None = None
         self.summary: dict = {}
 
@@ -283,10 +319,41 @@ class ResultsWriter(pl.Callback):
                 save_png(image_path(self.run_dir, kind, image_id), image)
         self._shard.write(outputs.get("rows", []))
 
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        """Before the module computes FID/KID: add the images of earlier invocations."""
+        metrics = getattr(pl_module, "metrics", None)
+        if metrics is None or not getattr(pl_module, "skip", None):
+            return
+        for name in metrics:
+            if getattr(metrics[name], "fid", None) is None:
+                continue
+            if pl_module.images_measured(name) == 0 or not trainer.is_global_zero:
+                continue  # nothing new: the earlier values stand (rank 0 adds for all)
+            earlier = sorted(image_id for image_id, method in pl_module.skip if method == name)
+            pairs = [
+                (image_path(self.run_dir, name, i), image_path(self.run_dir, "hr", i))
+                for i in earlier
+            ]
+            pairs = [(sr, hr) for sr, hr in pairs if sr.exists() and hr.exists()]
+            for start in range(0, len(pairs), self.chunk):
+                part = pairs[start : start + self.chunk]
+                sr = torch.stack([load_png(p) for p, _ in part])
+                hr = torch.stack([load_png(p) for _, p in part])
+                pl_module.add_earlier_images(name, sr, hr)
+
     def on_test_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier("results_merge")
         if trainer.is_global_zero:
+            previous = read_summary(self.run_dir)
             rows = merge(self.run_dir)
-            dataset_metrics = getattr(pl_module, "dataset_metrics", None)
+            dataset_metrics = dict(getattr(pl_module, "dataset_metrics", None) or {})
+            for method, entry in previous.items():  # nothing new for it: keep its FID/KID
+                if method not in dataset_metrics:
+                    kept = {k: entry[k] for k in SET_LEVEL_KEYS if k in entry}
+                    dataset_metrics[method] = kept
             self.summary = write_summary(self.run_dir, rows, dataset_metrics)
+            flat = summary_metrics(self.summary)
+            for logger in trainer.loggers:
+                logger.log_metrics(flat, step=trainer.global_step)
+                logger.save()
         trainer.strategy.barrier("results_merged")

@@ -87,9 +87,7 @@ def _phone_photo(path):
     stored.save(path, quality=95, exif=exif)
 
 
-def test_a_folder_of_awkward_inputs_gives_the_expected_rows_files_and_messages(
-    tmp_path, caplog
-):
+def test_a_folder_of_awkward_inputs_gives_the_expected_rows_files_and_messages(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     faces = tmp_path / "faces"
     faces.mkdir()
@@ -245,9 +243,7 @@ def test_an_unreachable_scale_fails_before_any_generator_or_flow(
         (["method.wplus.steps=-3"], "method.wplus.steps=-3: must be a positive integer"),
     ],
 )
-def test_method_settings_are_checked_before_anything_is_loaded(
-    tmp_path, spies, overrides, message
-):
+def test_method_settings_are_checked_before_anything_is_loaded(tmp_path, spies, overrides, message):
     with pytest.raises(PreflightError, match=message.replace("+", r"\+")):
         _evaluate([*overrides, f"run_dir={tmp_path / 'run'}"])
     assert spies == {"generator": 0, "flow": 0}

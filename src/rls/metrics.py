@@ -407,6 +407,18 @@ class RestorationMetrics(nn.Module):
             self.fid.inception.clear()
         return values
 
+    @torch.no_grad()
+    def update_set_level(self, sr: Tensor, hr: Tensor) -> None:
+        """Add images to FID and KID only (e.g. those restored before a resume, read back
+        from their files, so the set-level values cover every image of the run)."""
+        if self.fid is None:
+            return
+        real, fake = hr.float().clamp(0, 1), sr.float().clamp(0, 1)
+        for metric in (self.fid, self.kid):
+            metric.update(real, real=True)
+            metric.update(fake, real=False)
+        self.fid.inception.clear()
+
     def compute(self) -> dict[str, Tensor]:
         """Set-level values: ``<metric>`` means, ``fid``, ``kid_mean``, ``kid_std``."""
         result = {name: mean.compute() for name, mean in self.means.items()}

@@ -34,17 +34,19 @@ class PreflightError(ValueError):
 def generator_resolution(source, **overrides) -> int | None:
     """The generator's output side read from its configuration, without building it.
 
-    ``tiny`` (with its overrides), a known checkpoint name, or a ``.safetensors`` file written
-    by ``rls.generators.save_generator`` (its metadata); ``None`` for anything else (a pickle
-    tells its resolution only when loaded).
+    An ``img_resolution`` override, ``tiny``, a known checkpoint name, or a ``.safetensors``
+    file written by ``rls.generators.save_generator`` (its metadata); ``None`` for anything
+    else (a pickle tells its resolution only when loaded).
     """
     from rls.generators.download import KNOWN_CHECKPOINTS
 
     text = str(source)
+    if overrides.get("img_resolution") is not None:  # tiny, or a random-init official net
+        return int(overrides["img_resolution"])
     if text == "tiny":
         from rls.generators.config import tiny_config
 
-        return int(tiny_config(**overrides)["img_resolution"])
+        return int(tiny_config()["img_resolution"])
     if text in KNOWN_CHECKPOINTS:
         return KNOWN_CHECKPOINTS[text].resolution
     path = Path(text).expanduser()

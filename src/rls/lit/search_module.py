@@ -135,6 +135,7 @@ class SearchModule(pl.LightningModule):
         self.dataset_metrics: dict[str, dict[str, float]] = {}
         self._computed: dict[str, int] = {}  # images measured per method in this run
         self.progress = None
+        self._earlier: dict[str, int] = {}  # ... and read back from an earlier invocation
         for module in (self.G, self.D, self.prior, self.perceptual):
             if module is not None:
                 module.requires_grad_(False).eval()
@@ -297,17 +298,32 @@ class SearchModule(pl.LightningModule):
             out["lpips"] = out.pop("lpips_alex")
         return {k: v.cpu() for k, v in out.items()}
 
+    def add_earlier_images(self, name: str, sr: Tensor, hr: Tensor) -> None:
+        """Count images ``name`` restored in an earlier invocation of this run (read back
+        from its files) into its set-level metrics, so FID/KID cover the whole run."""
+        self.metrics[name].update_set_level(sr.to(self.device), hr.to(self.device))
+        self._earlier[name] = self._earlier.get(name, 0) + sr.shape[0]
+
+    def images_measured(self, name: str) -> int:
+        """Images ``name`` restored in this invocation, over all ranks (a collective call)."""
+        count = torch.tensor(self._computed.get(name, 0), device=self.device)
+        return int(self.all_gather(count).sum())
+
     def on_test_epoch_end(self) -> None:
-        """Set-level metrics per method (means, FID, KID), synced across ranks, logged."""
+        """Set-level metrics per method (FID, KID; synced across ranks) into
+        ``dataset_metrics``. Per-image means are not taken here: the results writer
+        aggregates every row of the run, including those of earlier invocations. A method
+        with nothing measured in this invocation is left out (its earlier values stand)."""
         if self.metrics is None:
             return
         for name, metrics in self.metrics.items():
+            if self.images_measured(name) == 0:
+                continue
             values = {k: float(v) for k, v in metrics.compute().items()}
-            for key, value in values.items():
-                self.log(f"test/{name}/{key}", value, sync_dist=True)  # equal on all ranks
             chosen = {k: v for k, v in values.items() if k in ("fid", "kid_mean", "kid_std")}
-            if chosen:  # over the images this run computed (a resumed run: only the rest)
-                count = torch.tensor(self._computed.get(name, 0), device=self.device)
+            if chosen:
+                count = self._computed.get(name, 0) + self._earlier.get(name, 0)
+                count = torch.tensor(count, device=self.device)
                 chosen["set_metrics_images"] = int(self.all_gather(count).sum())
             self.dataset_metrics[name] = chosen
             metrics.reset()
