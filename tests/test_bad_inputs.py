@@ -58,7 +58,7 @@ def _rows(run_dir):
 def spies(monkeypatch):
     """Counts generator loads and flow trainings (the real functions still run)."""
     import rls.generators
-    import rls.lit
+    import rls.lit.flow_module
 
     calls = {"generator": 0, "flow": 0}
 
@@ -72,7 +72,7 @@ def spies(monkeypatch):
         monkeypatch.setattr(module, attr, wrapper)
 
     counting("generator", rls.generators, "load_generator")
-    counting("flow", rls.lit, "fit_flow")
+    counting("flow", rls.lit.flow_module, "fit_flow")  # what the flow cache trains with
     return calls
 
 
@@ -220,7 +220,7 @@ def test_an_unreachable_scale_fails_before_any_generator_or_flow(
                 *overrides,
                 "method=[rls]",
                 "prior.train_if_missing=true",
-                f"prior.cache_dir={tmp_path / 'flows'}",
+                f"flow_training.cache_dir={tmp_path / 'flows'}",
                 f"run_dir={run}",
             ]
         )

@@ -117,6 +117,8 @@ def check_folder(root, key: str) -> Path:
 def check_checkpoint_file(path, key: str) -> Path:
     """An existing file for a checkpoint setting, or :class:`PreflightError` naming ``key``
     (a directory, a missing file, or a Lightning ``.ckpt`` given where a flow is wanted)."""
+    if path in (None, "", "???"):
+        raise PreflightError(f"{key}: not set; pass {key}=/path/to/the/file")
     p = Path(str(path)).expanduser()
     if p.is_dir():
         inside = sorted(q.name for q in p.iterdir() if q.suffix in (".safetensors", ".pkl", ".pt"))
