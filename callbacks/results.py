@@ -103,17 +103,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def save_png(path: str | Path, image: torch.Tensor) -> None:
-    """Save a ``[C, H, W]`` image in [0, 1] as an 8-bit PNG, atomically."""
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """An 8-bit PIL image (RGB, or L for one channel) of a ``[C, H, W]`` image in [0, 1]."""
     if image.ndim != 3:
-        raise ValueError(f"{path}: expected a [C, H, W] image, got shape {tuple(image.shape)}")
+        raise ValueError(f"expected a [C, H, W] image, got shape {tuple(image.shape)}")
     array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     array = np.transpose(array, (1, 2, 0))
-    mode = "RGB"
     if array.shape[2] == 1:
-        array, mode = array[:, :, 0], "L"
+        return Image.fromarray(array[:, :, 0], mode="L")
+    return Image.fromarray(array, mode="RGB")
+
+
+def save_png(path: str | Path, image: torch.Tensor | Image.Image) -> None:
+    """Save a ``[C, H, W]`` image in [0, 1] (or a PIL image) as an 8-bit PNG, atomically."""
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3:
+            raise ValueError(f"{path}: expected a [C, H, W] image, got shape {tuple(image.shape)}")
+        image = to_pil(image)
     buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -280,6 +288,29 @@ def write_summary(run_dir: str | Path, rows: list[dict], dataset_metrics=None) -
     return summary
 
 
+def save_pasted(run_dir: str | Path, images: list, batch: dict) -> None:
+    """``images/<method>_pasted/<stem>.png``: each restored face pasted back into its photo.
+
+    Only for batches of aligned faces that carry their crop (``data.dataset.paste_back``):
+    ``batch["source"]`` (the photos' paths) and ``batch["quad"]`` (their crop squares).
+    """
+    if "source" not in batch or "quad" not in batch:
+        return
+    from rls.align import paste_back
+    from rls.data import open_upright
+
+    crops = {i: (s, q) for i, s, q in zip(batch["image_id"], batch["source"], batch["quad"])}
+    photos: dict = {}
+    for kind, image_id, image in images:
+        if kind in ("lr", "hr") or image_id not in crops:
+            continue
+        source, quad = crops[image_id]
+        if source not in photos:
+            photos[source] = open_upright(Path(source))
+        pasted = paste_back(photos[source], to_pil(image), quad.double().cpu().numpy())
+        save_png(image_path(run_dir, f"{kind}_pasted", image_id), pasted)
+
+
 # ---------------------------------------------------------------------------------------
 # the Lightning callback
 
@@ -317,6 +348,7 @@ class ResultsWriter(pl.Callback):
         if self.save_images:
             for kind, image_id, image in outputs.get("images", []):
                 save_png(image_path(self.run_dir, kind, image_id), image)
+            save_pasted(self.run_dir, outputs.get("images", []), batch)
         self._shard.write(outputs.get("rows", []))
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:

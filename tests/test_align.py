@@ -171,3 +171,101 @@ def test_landmark_model_download_is_decompressed_and_its_hash_reported(tmp_path,
     import hashlib
 
     assert any(hashlib.sha256(payload).hexdigest() in str(w.message) for w in caught)
+
+
+def test_evaluate_aligns_faces_fails_faceless_photos_and_pastes_back(tmp_path):
+    """``python evaluate.py data=folder data.dataset.align=ffhq data.dataset.paste_back=true``."""
+    from face_fixtures import CentredFace
+    from hydra import compose, initialize_config_dir
+
+    import evaluate
+    from callbacks.results import image_path, read_rows
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    photo = smooth_photo(160, 200)
+    photo.save(faces / "portrait.png")
+    Image.new("RGB", (200, 160), (90, 90, 90)).save(faces / "wall.png")
+    run_dir = tmp_path / "run"
+    overrides = [
+        "logger=none",
+        "metrics.fid=false",
+        "metrics.lpips=[]",
+        "prior.train_if_missing=false",
+        "trainer.enable_progress_bar=false",
+        "bicubic_baseline=false",
+        "method=[wplus]",
+        "method.wplus.steps=2",
+        "data=folder",
+        f"data.dataset.root={faces}",
+        "data.num_workers=0",
+        "data.dataset.align=ffhq",
+        "data.dataset.paste_back=true",
+        "+data.dataset.landmarks._target_=face_fixtures.CentredFace",
+        f"run_dir={run_dir}",
+    ]
+    configs = str(__import__("pathlib").Path(evaluate.__file__).parent / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        evaluate.evaluate(compose(config_name="evaluate", overrides=overrides))
+
+    rows = {r["image_id"]: r for r in read_rows(run_dir / "results.csv")}
+    assert rows["wall"]["status"] == "failed" and "no face found" in rows["wall"]["notes"]
+    assert rows["portrait"]["status"] == "ok"
+    # The HR target is the FFHQ crop (the photo's central 128² square, resampled to R²).
+    hr = Image.open(image_path(run_dir, "hr", "portrait"))
+    quad = ffhq_quad(CentredFace()(photo))
+    expected = warp_quad(photo, quad, hr.size[0])
+    np.testing.assert_allclose(np.asarray(hr, np.float64), np.asarray(expected, np.float64), atol=1)
+    pasted = Image.open(image_path(run_dir, "wplus_pasted", "portrait"))
+    assert pasted.size == photo.size
+    a, b = np.asarray(pasted, np.float64), np.asarray(photo, np.float64)
+    assert np.array_equal(a[:, :30], b[:, :30])  # left of the 128² square: the photo
+    sr = np.asarray(Image.open(image_path(run_dir, "wplus", "portrait")).resize((128, 128)))
+    centre = a[40:120, 50:150]
+    assert np.abs(centre - sr[8:88, 14:114]).mean() < np.abs(centre - b[40:120, 50:150]).mean()
+    assert not image_path(run_dir, "wplus_pasted", "wall").exists()
+
+
+def test_a_face_too_small_for_the_generator_is_a_failed_row(tmp_path):
+    from face_fixtures import CentredFace
+
+    from rls.data import ImageFolderDataset
+
+    smooth_photo(30, 30).save(tmp_path / "far.png")  # crop 24 px < 0.5 x 64
+    smooth_photo(200, 200).save(tmp_path / "near.png")  # crop 160 px
+    ds = ImageFolderDataset(tmp_path, 64, align="ffhq", landmarks=CentredFace())
+    records = {r["image_id"]: r for r in (ds[i] for i in range(len(ds)))}
+    assert "face crop 24 px across" in records["far"]["error"]
+    assert "min_hr_fraction" in records["far"]["error"]
+    assert records["near"]["hr"].shape == (3, 64, 64) and "quad" not in records["near"]
+
+
+def test_paste_back_needs_alignment():
+    with pytest.raises(ValueError, match="paste_back=true needs data.dataset.align=ffhq"):
+        from rls.data import ImageFolderDataset
+
+        ImageFolderDataset("unused", 64, paste_back=True)
+
+
+def test_align_without_the_landmark_model_fails_before_the_generator(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    import evaluate
+    import rls.generators
+    from rls.preflight import PreflightError
+
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "w"))
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "hub"))
+    built = []
+    monkeypatch.setattr(rls.generators, "load_generator", lambda *a, **k: built.append(1))
+    smooth_photo().save(tmp_path / "face.png")
+    overrides = ["data=folder", f"data.dataset.root={tmp_path}", "data.dataset.align=ffhq"]
+    configs = str(__import__("pathlib").Path(evaluate.__file__).parent / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[*overrides, f"run_dir={tmp_path}/r"])
+    with pytest.raises(PreflightError) as err:
+        evaluate.evaluate(cfg)
+    assert "data.dataset.landmarks_model" in str(err.value)
+    assert "shape_predictor_68_face_landmarks.dat" in str(err.value)
+    assert not built

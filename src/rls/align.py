@@ -64,6 +64,12 @@ def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
 
 
+def quad_side(quad: np.ndarray) -> float:
+    """The side of the crop square in photo pixels (how much detail the face really has)."""
+    quad = np.asarray(quad, dtype=np.float64)
+    return float(np.hypot(*(quad[3] - quad[0])))
+
+
 def warp_quad(image: Image.Image, quad: np.ndarray, size: int) -> Image.Image:
     """Resample the oriented square ``quad`` of ``image`` into a ``size``² image.
 
@@ -72,8 +78,7 @@ def warp_quad(image: Image.Image, quad: np.ndarray, size: int) -> Image.Image:
     that border; mirroring alone keeps the code short and the face untouched).
     """
     quad = np.asarray(quad, dtype=np.float64)
-    side = np.hypot(*(quad[3] - quad[0]))
-    shrink = int(np.floor(side / size / 2))
+    shrink = int(np.floor(quad_side(quad) / size / 2))
     if shrink > 1:
         image = image.reduce(shrink)
         quad = quad / shrink

@@ -107,15 +107,11 @@ def image_size(path: Path) -> tuple[int, int]:
     return w, h
 
 
-def load_image(
-    path: Path, channels: int = 3, resolution: int | None = None, warned: set | None = None
-) -> Tensor:
-    """Decode ``path`` to ``[channels, R, R]`` float in [0, 1].
+def open_upright(path: Path, channels: int = 3, warned: set | None = None) -> Image.Image:
+    """Decode ``path`` to a PIL image, upright and in RGB (or L for ``channels=1``).
 
     The EXIF orientation (phone photos) is applied first, with a logged note. Other colour
-    modes are converted with one warning per file (alpha is dropped); non-square or
-    wrong-size images are center-cropped to a square and resized (PIL bicubic, which
-    antialiases when shrinking) with a logged note.
+    modes are converted with one warning per file (alpha is dropped).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -140,9 +136,25 @@ def load_image(
                     target_mode,
                     ", alpha dropped" if "A" in img.mode or "transparency" in img.info else "",
                 )
-            img = _to_mode(img, target_mode)
-        else:
-            img = img.copy()
+            return _to_mode(img, target_mode)
+        return img.copy()
+
+
+def to_tensor(img: Image.Image) -> Tensor:
+    """``[C, H, W]`` float in [0, 1] from an 8-bit PIL image."""
+    tensor = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def load_image(
+    path: Path, channels: int = 3, resolution: int | None = None, warned: set | None = None
+) -> Tensor:
+    """Decode ``path`` to ``[channels, R, R]`` float in [0, 1].
+
+    :func:`open_upright`, then non-square or wrong-size images are center-cropped to a
+    square and resized (PIL bicubic, which antialiases when shrinking) with a logged note.
+    """
+    img = open_upright(path, channels, warned)
     if resolution is not None and img.size != (resolution, resolution):
         w, h = img.size
         side = min(w, h)
@@ -151,9 +163,7 @@ def load_image(
         log.info("%s: %dx%d%s resized to %dx%d", path, w, h, crop, resolution, resolution)
         img = img.crop((left, top, left + side, top + side))
         img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
-    array = np.asarray(img, dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array.copy())
-    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    return to_tensor(img)
 
 
 def _describe_mode(mode: str) -> str:
@@ -235,12 +245,16 @@ class _FolderDataset(Dataset):
         if image_id in self._rejected:
             return {"image_id": image_id, "error": self._rejected[image_id]}
         try:
-            image = load_image(path, self.channels, self.resolution, self._warned)
+            fields = self._decode(path)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             reason = f"{type(err).__name__}: {err}"
             self._fail(path, reason)
             return {"image_id": image_id, "error": f"{path}: {reason}"}
-        return {"image_id": image_id, self.key: image}
+        return {"image_id": image_id, **fields}
+
+    def _decode(self, path: Path) -> dict:
+        """The record's fields for a readable file (subclasses add to them)."""
+        return {self.key: load_image(path, self.channels, self.resolution, self._warned)}
 
 
 class ImageFolderDataset(_FolderDataset):
@@ -254,6 +268,13 @@ class ImageFolderDataset(_FolderDataset):
     ``min_hr_fraction``: an image whose shorter side is under this fraction of
     ``resolution`` is refused (it would be upscaled into a blurry "high-resolution" target
     and scored as one); one between that and ``resolution`` is used with a warning.
+
+    ``align="ffhq"``: instead of a centre crop, each photo's face is found (dlib's 68
+    landmarks; ``landmarks_model`` is the shape model file, or ``None`` for the weight
+    caches) and cropped the FFHQ way (:mod:`rls.align`); the size checks then apply to the
+    face's crop square, and a photo without a face is a failed row. ``paste_back=True``
+    adds ``"quad"`` (the crop square, ``[4, 2]``) and ``"source"`` (the photo's path) to
+    each record, so the restored face can be pasted back into the photo.
     """
 
     key = "hr"
@@ -265,29 +286,67 @@ class ImageFolderDataset(_FolderDataset):
         channels: int = 3,
         on_error: str = "record",
         min_hr_fraction: float = MIN_HR_FRACTION,
+        align: str | None = None,
+        landmarks_model: str | None = None,
+        paste_back: bool = False,
+        landmarks=None,
     ):
         if not 0 <= min_hr_fraction <= 1:
             raise ValueError(f"min_hr_fraction must be in [0, 1], got {min_hr_fraction}")
+        if align not in (None, "none", "ffhq"):
+            raise ValueError(f"data.dataset.align={align!r}: expected null or 'ffhq'")
+        if paste_back and align != "ffhq":
+            raise ValueError("data.dataset.paste_back=true needs data.dataset.align=ffhq")
         self.min_hr_fraction = min_hr_fraction
+        self.paste_back = paste_back
+        self._aligner = None
+        if align == "ffhq":
+            from rls.align import DlibLandmarks, FFHQAligner
+
+            if channels != 3:
+                raise ValueError("data.dataset.align=ffhq needs an RGB generator (channels 3)")
+            # ``landmarks``: any callable photo -> [68, 2] (dlib's by default).
+            self._aligner = FFHQAligner(resolution, landmarks or DlibLandmarks(landmarks_model))
         super().__init__(root, resolution, channels, on_error)
 
+    def _decode(self, path: Path) -> dict:
+        if self._aligner is None:
+            return super()._decode(path)
+        from rls.align import quad_side
+
+        photo = open_upright(path, 3, self._warned)
+        face = self._aligner(photo)
+        side = quad_side(face.quad)
+        problem = self._side_problem(path, f"face crop {side:.0f} px across", side)
+        if problem is not None:
+            raise ValueError(problem)
+        log.info("%s: face aligned the FFHQ way (crop %.0f px across)", path, side)
+        fields = {"hr": to_tensor(face.image)}
+        if self.paste_back:
+            fields.update(quad=torch.from_numpy(face.quad), source=str(path))
+        return fields
+
     def _size_problem(self, path: Path) -> str | None:
+        if self._aligner is not None:
+            return None  # the face's crop is checked once found (see _decode)
         w, h = image_size(path)
-        side, target = min(w, h), self.resolution
+        return self._side_problem(path, f"HR image {w}x{h}", min(w, h))
+
+    def _side_problem(self, path: Path, what: str, side: float) -> str | None:
+        target = self.resolution
         if side >= target:
             return None
         if side < self.min_hr_fraction * target:
             return (
-                f"HR image {w}x{h} is smaller than {self.min_hr_fraction:g} x the generator's "
+                f"{what} is smaller than {self.min_hr_fraction:g} x the generator's "
                 f"resolution {target} (min_hr_fraction): upscaled, it would be scored as a "
                 "high-resolution target it is not"
             )
         log.warning(
-            "%s: HR image %dx%d is smaller than the generator's resolution %d: it is upscaled, "
+            "%s: %s is smaller than the generator's resolution %d: it is upscaled, "
             "so its HR metrics compare against an upscaled image, not a true HR one",
             path,
-            w,
-            h,
+            what,
             target,
         )
         return None

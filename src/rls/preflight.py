@@ -129,6 +129,17 @@ def check_checkpoint_file(path, key: str) -> Path:
     return p
 
 
+def check_landmarks_model(path, key: str = "data.dataset.landmarks_model") -> Path:
+    """The dlib landmark model that ``data.dataset.align=ffhq`` needs: found (or downloaded
+    where allowed) now, not after the generator is loaded."""
+    from rls.weights import MissingWeightsError, resolve_weights
+
+    try:
+        return resolve_weights("dlib_landmarks68", path)
+    except MissingWeightsError as err:
+        raise PreflightError(f"{key}={path}: {err}") from err
+
+
 def check_prior_path(path, key: str = "prior.path") -> Path:
     """A flow file for ``prior.path``; a Lightning ``.ckpt`` (train_flow.py's resumable
     training state) is refused with the path of the ``flow.safetensors`` to pass instead."""
@@ -249,6 +260,8 @@ def _check(cfg: Mapping, resolution: int | None, only_resolution: bool = False) 
             check_prior_path(prior_path)
         if "root" in dataset:
             check_folder(dataset["root"], "data.dataset.root")
+        if dataset.get("align") == "ffhq" and not dataset.get("landmarks"):
+            check_landmarks_model(dataset.get("landmarks_model"))
         overrides = {k: v for k, v in gen.items() if k not in ("_target_", "source")}
         if source is not None:
             resolution = generator_resolution(source, **overrides)
