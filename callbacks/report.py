@@ -35,12 +35,13 @@ _LABELS = {
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 0.9em; }
+h1 { font-size: 1.5em; overflow-wrap: anywhere; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.9em; display: block; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; } td.text { text-align: left; white-space: normal; }
 .grid td { text-align: center; vertical-align: top; border: none; padding: 4px; }
-.grid img { width: 128px; height: 128px; image-rendering: pixelated; display: block; }
+.grid img { width: 128px; height: 128px; max-width: none; image-rendering: pixelated;
+  display: block; }
 .caption { font-size: 0.75em; color: #555; }
 .failed { color: #b00; }
 .meta { font-size: 0.85em; color: #555; white-space: pre-wrap; }
