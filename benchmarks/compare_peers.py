@@ -50,15 +50,18 @@ RADII = (0.25, 0.5, 1.0, 2.0, 4.0)
 def train_flow(G, steps: int, seed: int = 0) -> WFlow:
     """A MAF prior for the tiny W (authors' architecture ratio: hidden 2·w_dim), maximum
     likelihood on freshly streamed mapping samples; cached by generator config + recipe."""
-    cache = (
-        ROOT
-        / ".cache"
-        / "flows"
-        / f"compare_peers_{G.img_resolution}_{G.w_dim}_{steps}.safetensors"
-    )
+    name = f"compare_peers_{G.img_resolution}_{G.w_dim}_{steps}.safetensors"
+    return fit_tiny_flow(G, steps, ROOT / ".cache" / "flows" / name, seed)
+
+
+def fit_tiny_flow(G, steps: int, cache: Path, seed: int = 0, **flow_kwargs) -> WFlow:
+    """A 5-transform MAF (hidden 2·w_dim; ``flow_kwargs`` reach WFlow) fitted for ``steps``
+    Adam steps on batches of 512 streamed mapping samples, or the one cached at ``cache``.
+    A short benchmark recipe; the project's trainer is ``rls.lit.fit_flow``."""
     if cache.exists():
         return WFlow.load(cache)
-    flow = WFlow(G.w_dim, family="maf", transforms=5, hidden=(2 * G.w_dim, 2 * G.w_dim))
+    hidden = (2 * G.w_dim, 2 * G.w_dim)
+    flow = WFlow(G.w_dim, family="maf", transforms=5, hidden=hidden, **flow_kwargs)
     flow.fit_standardisation(sample_w(G, 65536, seed=seed + 1))
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3, weight_decay=1e-6)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

@@ -31,10 +31,11 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RLS_OFFLINE", "1")
 
 import torch  # noqa: E402
+from compare_peers import fit_tiny_flow  # noqa: E402  (benchmarks/ is the script's folder)
 
 from rls.data import GeneratorSampleDataset  # noqa: E402
 from rls.degradations import build_degradation  # noqa: E402
-from rls.flows import WFlow, sample_w  # noqa: E402
+from rls.flows import WFlow  # noqa: E402
 from rls.generators import load_generator  # noqa: E402
 from rls.search import Method, build_method, search  # noqa: E402
 from rls.search.losses import flow_nll  # noqa: E402
@@ -69,31 +70,7 @@ def train_flow(G, maf_inputs: bool, steps: int, seed: int = 0) -> WFlow:
     kind = "maf" if maf_inputs else "maf_paper"
     mapping = _mapping_fingerprint(G)[:12]  # the 32² and 64² tiny generators map differently
     cache = ROOT / ".cache" / "flows" / f"faithfulness_{kind}_{mapping}_{steps}.safetensors"
-    if cache.exists():
-        return WFlow.load(cache)
-    flow = WFlow(
-        G.w_dim,
-        hidden=(2 * G.w_dim, 2 * G.w_dim),
-        leaky_input=maf_inputs,
-        whiten=maf_inputs,
-    )
-    flow.fit_standardisation(sample_w(G, 65536, seed=seed + 1))
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-3, weight_decay=1e-6)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    stream = torch.Generator().manual_seed(seed)
-    flow.train()
-    for _ in range(steps):
-        with torch.no_grad():
-            w = G.mapping(torch.randn(512, G.z_dim, generator=stream), None)[:, 0]
-        loss = -flow.log_prob(w).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    flow.eval()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    flow.save(cache)
-    return flow
+    return fit_tiny_flow(G, steps, cache, seed, leaky_input=maf_inputs, whiten=maf_inputs)
 
 
 def targets(kind: str, n: int, scale: int):
