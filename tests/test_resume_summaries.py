@@ -10,6 +10,7 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_evaluate import wplus_l1
 
 from callbacks.loggers import make_logger
 from callbacks.results import ResultsWriter, finished_pairs, summary_metrics
@@ -18,8 +19,6 @@ from rls.degradations import build_degradation
 from rls.generators import load_generator
 from rls.lit.search_module import SearchModule
 from rls.metrics import RestorationMetrics
-from rls.search import Method, OptimGroup, Rendered, Stage
-from rls.search.losses import lr_l1, to_unit
 
 
 class PooledColours(torch.nn.Module):
@@ -32,17 +31,7 @@ class PooledColours(torch.nn.Module):
 
 
 def _wplus(steps=3):
-    def init(ctx):
-        w_avg = ctx.G.mapping.w_avg.to(ctx.device)
-        return {"w": w_avg.expand(ctx.batch_size, ctx.G.num_ws, -1).clone()}
-
-    def render(ctx, v):
-        return Rendered(ctx.G.synthesis(v["w"], noise_mode="const"), v["w"])
-
-    def losses(ctx, v, r):
-        return {"l1": 10 * lr_l1(ctx.D, to_unit(r.image), ctx.y)}
-
-    return Method("wplus", [Stage("wplus", steps, init, render, losses, [OptimGroup(["w"], 0.05)])])
+    return wplus_l1(steps)  # test_evaluate's plain W+ recipe
 
 
 class CrashAfter(pl.Callback):
