@@ -162,7 +162,7 @@ def check_prior_path(path, key: str = "prior.path") -> Path:
 
 def image_sizes(root: Path) -> Counter:
     """``Counter({(width, height): count})`` of the readable images in ``root`` (headers)."""
-    from rls.data import entry_problem, image_size, list_images
+    from rls.data.images import entry_problem, image_size, list_images
 
     sizes: Counter = Counter()
     for _, path in list_images(root):

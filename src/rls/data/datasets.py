@@ -1,4 +1,4 @@
-"""Datasets the evaluation runs on, and the Lightning DataModule that serves them.
+"""Datasets the evaluation runs on, and how their records are batched.
 
 Every dataset yields dicts (docs/interfaces.md): ``{"image_id": str, "hr": [C,R,R] in [0,1]}``
 for image folders, ``{"image_id", "lr"}`` for LR-only folders, ``{"image_id", "hr", "w"}``
@@ -11,180 +11,31 @@ both kinds. The datasets need no Lightning.
 
 from __future__ import annotations
 
-import errno
-import inspect
-import logging
-import os
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from rls.data.images import (
+    IMAGE_EXTENSIONS,
+    MIN_HR_FRACTION,
+    ON_ERROR,
+    check_image,
+    entry_problem,
+    image_size,
+    list_images,
+    load_image,
+    log,
+    open_upright,
+    to_tensor,
+)
 from rls.seeding import seed_from_id
-
-log = logging.getLogger("rls.data")
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-ON_ERROR = ("record", "skip", "raise")
-# An HR image whose shorter side is under this fraction of the generator's resolution is not
-# a high-resolution target (upscaling it only blurs it): it becomes a failed row.
-MIN_HR_FRACTION = 0.5
-
 
 # ----------------------------------------------------------------------------------------------
 # Image folders
-
-
-def list_images(root: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(image_id, path)`` for every entry in ``root`` named like an image, sorted by name.
-
-    Entries that are not usable files (directories, dangling links, symlink loops) are
-    listed too, so that :func:`entry_problem` can report each one instead of it vanishing.
-    The id is the file stem; stems shared by several files (``a.png``, ``a.jpg``) become
-    ``<stem>_<ext>`` for all of them (plus ``_<k>`` if still shared), so ids are stable
-    and unique whatever else is in the folder.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: image folder not found")
-    paths = sorted(
-        (p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
-        key=lambda p: p.name,
-    )
-    stems: dict[str, int] = {}
-    for p in paths:
-        stems[p.stem] = stems.get(p.stem, 0) + 1
-    ids, used = [], set()
-    for p in paths:
-        image_id = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}"
-        base, k = image_id, 1
-        while image_id in used:
-            image_id, k = f"{base}_{k}", k + 1
-        used.add(image_id)
-        ids.append((image_id, p))
-    return ids
-
-
-def entry_problem(path: Path) -> str | None:
-    """Why a folder entry named like an image is not a readable file, or ``None``."""
-    if path.is_symlink():
-        try:
-            path.stat()
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                return "symlink loop (the link resolves to itself)"
-            return f"dangling symlink (its target {os.readlink(path)} does not exist)"
-    if path.is_dir():
-        return "a directory, not an image file"
-    if not path.is_file():
-        return "not a regular file"
-    if not os.access(path, os.R_OK):
-        return "not readable (permission denied)"
-    return None
-
-
-def check_image(path: Path) -> str | None:
-    """A cheap header + integrity check; the reason it failed, or ``None`` if it looks fine."""
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"{type(err).__name__}: {err}"
-    return None
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the header only, upright (after the EXIF orientation)."""
-    with Image.open(path) as img:
-        w, h = img.size
-        if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # quarter turns
-            w, h = h, w
-    return w, h
-
-
-def open_upright(path: Path, channels: int = 3, warned: set | None = None) -> Image.Image:
-    """Decode ``path`` to a PIL image, upright and in RGB (or L for ``channels=1``).
-
-    The EXIF orientation (phone photos) is applied first, with a logged note. Other colour
-    modes are converted with one warning per file (alpha is dropped).
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    warned = set() if warned is None else warned
-    target_mode = "RGB" if channels == 3 else "L"
-    with Image.open(path) as img:
-        img.load()
-        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-        if orientation not in (None, 1):
-            if ("exif", path) not in warned:
-                warned.add(("exif", path))
-                log.info("%s: EXIF orientation %s applied (turned upright)", path, orientation)
-            img = ImageOps.exif_transpose(img)
-        if img.mode != target_mode:
-            if path not in warned:
-                warned.add(path)
-                log.warning(
-                    "%s: %s image (mode %s) converted to %s%s",
-                    path,
-                    _describe_mode(img.mode),
-                    img.mode,
-                    target_mode,
-                    ", alpha dropped" if "A" in img.mode or "transparency" in img.info else "",
-                )
-            return _to_mode(img, target_mode)
-        return img.copy()
-
-
-def to_tensor(img: Image.Image) -> Tensor:
-    """``[C, H, W]`` float in [0, 1] from an 8-bit PIL image."""
-    tensor = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
-    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
-
-
-def load_image(
-    path: Path, channels: int = 3, resolution: int | None = None, warned: set | None = None
-) -> Tensor:
-    """Decode ``path`` to ``[channels, R, R]`` float in [0, 1].
-
-    :func:`open_upright`, then non-square or wrong-size images are center-cropped to a
-    square and resized (PIL bicubic, which antialiases when shrinking) with a logged note.
-    """
-    img = open_upright(path, channels, warned)
-    if resolution is not None and img.size != (resolution, resolution):
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        crop = f" center-cropped to {side}x{side} and" if w != h else ""
-        log.info("%s: %dx%d%s resized to %dx%d", path, w, h, crop, resolution, resolution)
-        img = img.crop((left, top, left + side, top + side))
-        img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
-    return to_tensor(img)
-
-
-def _describe_mode(mode: str) -> str:
-    if mode in ("L", "LA", "1", "I", "I;16", "F"):
-        return "grayscale"
-    if mode in ("RGBA", "LA", "PA"):
-        return "transparent"
-    return "non-RGB"
-
-
-def _to_mode(img: Image.Image, mode: str) -> Image.Image:
-    if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit: rescale to 8 bit first
-        array = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or (img.mode == "I" and array.max() > 255):
-            peak = 65535.0
-        else:
-            peak = 1.0 if img.mode == "F" and array.max() <= 1 else 255.0
-        img = Image.fromarray((array / peak * 255.0).round().clip(0, 255).astype(np.uint8))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    return img.convert(mode)
 
 
 class _FolderDataset(Dataset):
@@ -484,125 +335,3 @@ def collate_records(records: list[dict]) -> dict:
         values = [r[key] for r in good]
         batch[key] = torch.stack(values) if isinstance(values[0], Tensor) else values
     return batch
-
-
-# ----------------------------------------------------------------------------------------------
-# Lightning
-
-
-def _lightning_base():
-    import pytorch_lightning as pl
-
-    return pl.LightningDataModule
-
-
-class RestorationDataModule(_lightning_base()):
-    """Serves one dataset to Lightning's test loop, in a fixed order.
-
-    ``dataset`` is a Dataset, or a factory (e.g. a Hydra ``_partial_``) completed in
-    :meth:`setup` with what the generator tells: ``G`` (generator-sampled targets),
-    ``resolution`` and ``channels`` (image folders), ``expected_size`` (LR folders: the
-    generator's resolution / ``scale``), each passed only if the factory takes it and it is
-    not already bound. Two inputs with the same image id are refused (their rows and files
-    would overwrite each other). Under DDP each rank gets a disjoint shard (no image is
-    repeated to even out the shards, so results.csv has every image exactly once).
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset | Callable[..., Dataset],
-        batch_size: int = 1,
-        num_workers: int = 0,
-        generator: torch.nn.Module | None = None,
-        scale: int | None = None,
-    ):
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.dataset_factory = dataset
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.generator, self.scale = generator, scale
-        self.dataset: Dataset | None = dataset if isinstance(dataset, Dataset) else None
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.dataset is None:
-            self.dataset = build_dataset(self.dataset_factory, self.generator, self.scale)
-        check_unique_ids(self.dataset)
-
-    def test_dataloader(self) -> DataLoader:
-        self.setup("test")
-        workers = 0 if isinstance(self.dataset, GeneratorSampleDataset) else self.num_workers
-        sampler = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-
-            sampler = UnrepeatedDistributedSampler(self.dataset, shuffle=False)
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            sampler=sampler,
-            num_workers=workers,
-            collate_fn=collate_records,
-        )
-
-    predict_dataloader = test_dataloader
-
-
-def check_unique_ids(dataset: Dataset) -> None:
-    """Refuse a dataset in which two inputs share an image id (rows, seeds and output files
-    are keyed by it, so one would silently replace the other)."""
-    ids = getattr(dataset, "image_ids", None)
-    if ids is None:
-        return
-    shared = sorted(i for i, n in Counter(ids).items() if n > 1)
-    if shared:
-        raise ValueError(
-            f"{len(shared)} image id(s) shared by several inputs: {shared[:5]}; every input "
-            "needs its own id (its rows, seeds and output files are keyed by it)"
-        )
-
-
-def build_dataset(
-    factory: Callable[..., Dataset], G: torch.nn.Module | None = None, scale: int | None = None
-) -> Dataset:
-    """Call a dataset factory with the generator-given arguments it takes and lacks."""
-    params = inspect.signature(factory).parameters
-    offered = {}
-    if G is not None:
-        offered = {
-            "G": G,
-            "resolution": G.img_resolution,
-            "channels": G.img_channels,
-        }
-        if scale:
-            offered["expected_size"] = G.img_resolution // int(scale)
-    kwargs = {}
-    for name, value in offered.items():
-        p = params.get(name)
-        if p is None:
-            continue
-        bound = getattr(factory, "keywords", {}) or {}
-        if name in bound:
-            continue
-        if name == "resolution" and _is_lr(factory):
-            continue  # an LR folder's resolution is the LR side, not the generator's
-        kwargs[name] = value
-    missing = [
-        n for n, p in params.items()
-        if p.default is inspect.Parameter.empty and n not in kwargs
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]  # fmt: skip
-    if missing:
-        raise ValueError(f"dataset {_name(factory)} needs {missing} (pass generator= or set them)")
-    return factory(**kwargs)
-
-
-def _is_lr(factory) -> bool:
-    func = getattr(factory, "func", factory)
-    return isinstance(func, type) and issubclass(func, LRFolderDataset)
-
-
-def _name(factory) -> str:
-    func = getattr(factory, "func", factory)
-    return getattr(func, "__name__", repr(func))
