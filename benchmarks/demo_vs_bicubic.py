@@ -1,8 +1,8 @@
-"""HR PSNR of the demo recipe against bicubic upsampling, with and without the demo's noise.
+"""HR PSNR of the tiny demo (random weights) against bicubic, with and without its noise.
 
     .venv/bin/python benchmarks/demo_vs_bicubic.py        # about 5 minutes on 2 CPU cores
 
-Runs ``python evaluate.py experiment=demo method=[rls,rls_plus,wplus]`` (W+ search with
+Runs ``python evaluate.py experiment=demo_tiny method=[rls,rls_plus,wplus]`` (W+ search with
 the demo's 200 RLS steps) once with the demo's own corruption (Gaussian noise σ = 0.1) and
 once with ``corruption=none``, and records the mean HR PSNR, LR-PSNR and flow NLL per method
 in benchmarks/results/demo_vs_bicubic.json.
@@ -42,7 +42,7 @@ def run(corruption: str, run_dir: Path) -> dict:
         cfg = compose(
             config_name="evaluate",
             overrides=[
-                "experiment=demo",
+                "experiment=demo_tiny",
                 f"corruption={corruption}",
                 "method=[rls,rls_plus,wplus]",
                 "method.wplus.steps=200",  # as the demo's RLS
@@ -71,7 +71,7 @@ def main() -> None:
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     record = {
-        "what": "experiment=demo (4 images, x8, 200 RLS steps), mean per method",
+        "what": "experiment=demo_tiny (4 images, x8, 200 RLS steps), mean per method",
         "date": datetime.date.today().isoformat(),
         "commit": commit,
         "results": results,

@@ -268,7 +268,7 @@ def demo_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("demo")
     cfg = _compose(
         [
-            "experiment=demo",
+            "experiment=demo_tiny",
             "corruption=none",
             "method=[rls,rls_plus,wplus]",
             "method.wplus.steps=200",  # as the demo's RLS

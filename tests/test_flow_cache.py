@@ -28,7 +28,7 @@ RECIPE = [
     "flow.hidden=[32,32]",
 ]
 SEARCH = [
-    "experiment=demo",
+    "experiment=demo_tiny",
     "method.rls.steps=4",
     "method.rls_plus.anchor.steps=4",
     "method.rls_plus.steps=2",
