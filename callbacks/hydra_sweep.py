@@ -7,6 +7,13 @@ ended (``member.json``: done, or failed with the error), so the report shows a f
 member as failed while Hydra goes on with the others, and shows members not run yet as
 missing. The report is rebuilt by :mod:`callbacks.sweep`, which a user can also run by
 hand: ``python -m callbacks.sweep <hydra.sweep.dir>``.
+
+Launchers: with Hydra's basic launcher every member runs in the launching process, one after
+another. With the submitit launchers (``hydra/launcher=slurm`` or ``local``) each member is
+a separate process (a SLURM array task) that runs ``on_job_end`` itself, possibly at the
+same moment as another member: the rebuild is serialised by a lock file in the sweep dir
+(each member records its ``member.json`` first, so the last rebuild sees every member), and
+the launching process rebuilds it once more at the end (``on_multirun_end``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -24,6 +32,8 @@ from omegaconf import DictConfig
 
 from callbacks.results import atomic_write_bytes
 from callbacks.sweep import MEMBER_FILE, RUN_DIR_FILE, load_sweep, write_sweep
+
+LOCK_FILE = ".sweep_report.lock"  # members of a submitit sweep rebuild the report one at a time
 
 
 def _multirun() -> bool:
@@ -79,7 +89,8 @@ class SweepReport(Callback):
     @staticmethod
     def _write(sweep_dir: Path) -> dict:
         try:
-            return write_sweep(load_sweep([sweep_dir]), sweep_dir)
+            with FileLock(sweep_dir / LOCK_FILE):
+                return write_sweep(load_sweep([sweep_dir]), sweep_dir)
         except Exception as error:  # the members' results matter more than the summary page
             print(f"[sweep] could not write the sweep report into {sweep_dir}: {error!r}")
             print(f"[sweep] rebuild it later with: python -m callbacks.sweep {sweep_dir}")
