@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from rls.generators.config import normalize_config
 from rls.generators.download import resolve
 from rls.generators.formats_common import CheckpointError, describe, load_state_strict
 from rls.generators.formats_nvidia import read_nvidia_torch
@@ -33,6 +34,7 @@ from rls.generators.formats_rosinality import (
 )
 from rls.generators.formats_safetensors import read_safetensors, save_generator
 from rls.generators.formats_tf import read_nvidia_tf
+from rls.generators.networks import Generator
 from rls.generators.safe_unpickle import TFNetwork, safe_load_pickle
 
 __all__ = [
@@ -97,10 +99,8 @@ def read_checkpoint(
 
 
 def _build(config: dict, path: Any) -> torch.nn.Module:
-    # Imported here: the network package imports this module lazily. Built without the random
-    # init of build_generator (every tensor is overwritten by the checkpoint anyway).
-    from rls.generators import Generator, normalize_config
-
+    # Built without the random init of build_generator (every tensor is overwritten by the
+    # checkpoint anyway).
     try:
         return Generator(**normalize_config(config)).eval()
     except (TypeError, ValueError, KeyError, AssertionError) as err:
