@@ -270,10 +270,10 @@ def evaluate(cfg: DictConfig) -> Path:
     import pytorch_lightning as pl
 
     from callbacks.hydra_sweep import note_run_dir
-    from callbacks.results import atomic_write_bytes, finished_pairs
     from rls.degradations import build_degradation
     from rls.lit.search_module import SearchModule, anchor_sources
     from rls.preflight import check_against_generator, check_evaluation
+    from rls.reports.run_files import atomic_write_bytes, finished_pairs
 
     check_config(cfg)
     plain = OmegaConf.to_container(cfg, resolve=True)

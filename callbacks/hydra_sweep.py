@@ -5,8 +5,9 @@ Configured in ``configs/evaluate.yaml`` under ``hydra.callbacks``. Each job note
 directory (:func:`note_run_dir`, called by evaluate.py) and this callback records how it
 ended (``member.json``: done, or failed with the error), so the report shows a failed
 member as failed while Hydra goes on with the others, and shows members not run yet as
-missing. The report is rebuilt by :mod:`callbacks.sweep`, which a user can also run by
-hand: ``python -m callbacks.sweep <hydra.sweep.dir>``.
+missing. The report is rebuilt by :mod:`rls.reports.sweep` and :mod:`rls.reports.sweep_html`,
+which a user can also run by hand: ``python -m callbacks.sweep <hydra.sweep.dir>`` (or
+``python -m rls.reports sweep <hydra.sweep.dir>``).
 
 Launchers: with Hydra's basic launcher every member runs in the launching process, one after
 another. With the submitit launchers (``hydra/launcher=slurm`` or ``local``) each member is
@@ -30,8 +31,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from callbacks.results import atomic_write_bytes
-from callbacks.sweep import MEMBER_FILE, RUN_DIR_FILE, load_sweep, write_sweep
+from rls.reports.run_files import atomic_write_bytes
+from rls.reports.sweep import MEMBER_FILE, RUN_DIR_FILE, load_sweep
+from rls.reports.sweep_html import write_sweep
 
 LOCK_FILE = ".sweep_report.lock"  # members of a submitit sweep rebuild the report one at a time
 

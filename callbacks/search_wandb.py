@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from callbacks.results import METRIC_COLUMNS, image_path, read_rows
+from rls.reports.run_files import METRIC_COLUMNS, image_path, read_rows
 
 STEP_KEY = "search/step"  # the x axis of the mean loss curves ``search/<method>/<term>``
 SUMMARY_COLUMNS = ["method", "count", "ok", "failed"]

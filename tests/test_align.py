@@ -179,7 +179,7 @@ def test_evaluate_aligns_faces_fails_faceless_photos_and_pastes_back(tmp_path):
     from hydra import compose, initialize_config_dir
 
     import evaluate
-    from callbacks.results import image_path, read_rows
+    from rls.reports.run_files import image_path, read_rows
 
     faces = tmp_path / "faces"
     faces.mkdir()

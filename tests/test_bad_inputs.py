@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from callbacks.results import image_path, read_rows
 from rls.data import RestorationDataModule
 from rls.preflight import PreflightError
+from rls.reports.run_files import image_path, read_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAST = [

@@ -169,7 +169,7 @@ def _two_nodes(script: str, cwd: Path, *overrides: str) -> None:
 
 @pytest.mark.slow
 def test_evaluate_on_two_localhost_nodes_equals_one_process(tmp_path):
-    from callbacks.results import read_rows
+    from rls.reports.run_files import read_rows
 
     # 3 images over 2 ranks: one rank gets 2 (no image padded in twice)
     common = [o for o in FAST if not o.startswith("data.dataset.n=")] + ["data.dataset.n=3"]

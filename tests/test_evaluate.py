@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from callbacks.report import ReportWriter
-from callbacks.results import ResultsWriter, finished_pairs, image_path, read_rows
+from callbacks.results import ResultsWriter
 from rls.data import (
     GeneratorSampleDataset,
     ImageFolderDataset,
@@ -21,6 +21,7 @@ from rls.data import (
 from rls.degradations import build_degradation
 from rls.generators import load_generator
 from rls.lit.search_module import SearchModule
+from rls.reports.run_files import finished_pairs, image_path, read_rows
 from rls.search import Method, OptimGroup, Rendered, Stage
 from rls.search.losses import lr_l1, to_unit
 

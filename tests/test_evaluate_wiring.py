@@ -14,9 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from callbacks.results import image_path, read_rows
 from rls.degradations import build_degradation
 from rls.generators import load_generator
+from rls.reports.run_files import image_path, read_rows
 from rls.seeding import seeds_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

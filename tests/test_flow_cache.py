@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 import evaluate
 import train_flow
-from callbacks.results import read_rows
 from rls.flows import WFlow
 from rls.flows.recipe import FlowRecipe, flow_cache_dir, generator_key
 from rls.generators import load_generator
+from rls.reports.run_files import read_rows
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 # the demo's generator and a flow recipe cut to a few steps (the same for both commands)

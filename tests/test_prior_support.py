@@ -11,10 +11,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import evaluate
-from callbacks.results import read_rows
 from rls.flows import WFlow, sample_w
 from rls.flows.support import check_start
 from rls.generators import load_generator
+from rls.reports.run_files import read_rows
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 

@@ -4,8 +4,8 @@ import re
 
 import torch
 
-from callbacks.report import build_report
-from callbacks.results import ShardWriter, image_path, merge, save_png, write_summary
+from rls.reports.run_files import ShardWriter, image_path, merge, save_png, write_summary
+from rls.reports.run_html import build_report
 
 
 def _run_dir(tmp_path, with_lpips=False):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.results import (
+from rls.reports.run_files import (
     COLUMNS,
     ShardWriter,
     all_rows,

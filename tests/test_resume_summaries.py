@@ -13,12 +13,13 @@ import torch
 from test_evaluate import wplus_l1
 
 from callbacks.loggers import make_logger
-from callbacks.results import ResultsWriter, finished_pairs, summary_metrics
+from callbacks.results import ResultsWriter
 from rls.data import GeneratorSampleDataset, RestorationDataModule
 from rls.degradations import build_degradation
 from rls.generators import load_generator
 from rls.lit.search_module import SearchModule
 from rls.metrics import RestorationMetrics
+from rls.reports.run_files import finished_pairs, summary_metrics
 
 
 class PooledColours(torch.nn.Module):

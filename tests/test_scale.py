@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from benchmarks.gpu_check import make_photos
-from callbacks.results import image_path, read_rows
 from rls.generators import load_generator
 from rls.generators.make_random import main as make_random_main
 from rls.generators.make_random import make_random
+from rls.reports.run_files import image_path, read_rows
 
 CONFIG_F_PARAMS = 30_370_060  # NVIDIA's published size of the FFHQ config-f generator
 

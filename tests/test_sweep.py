@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from callbacks.results import ShardWriter, image_path, merge, save_png
-from callbacks.sweep import load_sweep, main, write_sweep
+from rls.reports.cli import sweep_main as main
+from rls.reports.run_files import ShardWriter, image_path, merge, save_png
+from rls.reports.sweep import load_sweep
+from rls.reports.sweep_html import write_sweep
 
 FAST = [
     "method=[wplus]",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from callbacks.report import build_report
-from callbacks.results import ShardWriter, image_path, merge, save_png, write_summary
-from callbacks.tradeoff import families, method_configs
+from rls.reports.run_files import ShardWriter, image_path, merge, save_png, write_summary
+from rls.reports.run_html import build_report
+from rls.reports.tradeoff import families, method_configs
 
 
 def _cfg(name, method, **values):

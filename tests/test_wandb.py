@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from callbacks.results import read_rows
-from callbacks.wandb_offline import find_runs, read_run
+from rls.reports.run_files import read_rows
+from rls.reports.wandb_offline import find_runs, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def test_train_flow_logs_nll_curves_priors_and_diagnostics(offline_wandb, tmp_pa
 
 def test_sweep_report_shows_the_offline_runs_and_their_numbers(sweep, monkeypatch):
     """The W&B Report built after `wandb sync` (only its upload is replaced)."""
-    from callbacks import wandb_report
+    from rls.reports import wandb_report
 
     published = []
     monkeypatch.setattr(wandb_report, "publish", lambda report: published.append(report))

@@ -3,20 +3,22 @@
 Sections: the members (overrides, status, run directory, error), one table per metric
 with methods as rows and the sweep's columns (corruptions, scales, ...) as columns (mean ±
 std, the best per column marked, missing and failed members shown as such), the
-realism–fidelity trade-off per column (:mod:`callbacks.tradeoff`), and one image grid per
-column (LR | each method | HR, the same images in every column).
+realism–fidelity trade-off per column (:mod:`rls.reports.tradeoff`), and one image grid per
+column (LR | each method | HR, the same images in every column). :func:`write_sweep` writes
+it with the sweep's CSV and JSON (:mod:`rls.reports.sweep`).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from pathlib import Path
 
-from callbacks.results import image_path
-from callbacks.sweep import TABLE_METRICS, Sweep
-from callbacks.tradeoff import families, fidelity_metric, figure_uri, method_configs
+from rls.reports.run_files import atomic_write_bytes, image_path
+from rls.reports.sweep import SWEEP_FILES, TABLE_METRICS, Sweep, sweep_csv
+from rls.reports.tradeoff import families, fidelity_metric, figure_uri, method_configs
 
 GRID_IMAGES = 4  # per column; the same ids in every column where they exist
 _LABELS = {
@@ -136,7 +138,7 @@ def _tradeoff(sweep: Sweep) -> str:
 
 
 def _across_columns(sweep: Sweep) -> list:
-    from callbacks.tradeoff import Family, Point
+    from rls.reports.tradeoff import Family, Point
 
     out = []
     for method in sweep.methods:
@@ -232,3 +234,16 @@ def sweep_report_html(sweep: Sweep, title: str) -> str:
 {_grids(sweep)}
 </body></html>
 """
+
+
+def write_sweep(sweep: Sweep, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
+    """Write sweep.csv, sweep.json and sweep_report.html into ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = dict(zip(("csv", "json", "html"), (out_dir / f for f in SWEEP_FILES)))
+    data = json.dumps(sweep.to_json(), indent=2, default=str, allow_nan=True)
+    atomic_write_bytes(paths["csv"], sweep_csv(sweep).encode("utf-8"))
+    atomic_write_bytes(paths["json"], data.encode("utf-8"))
+    title = title or f"Sweep report: {out_dir.name}"
+    atomic_write_bytes(paths["html"], sweep_report_html(sweep, title).encode("utf-8"))
+    return paths
