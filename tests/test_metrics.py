@@ -141,7 +141,7 @@ def test_lr_psnr_with_the_real_degradation():
 
 def test_ms_ssim_is_nan_with_a_note_when_too_small(caplog):
     caplog.set_level(logging.INFO, logger="rls.metrics")
-    from rls import metrics
+    from rls.metrics import per_image as metrics
 
     metrics._notes_given.discard("ms_ssim")
     m = per_image_metrics(images(2, 0), images(2, 1))
