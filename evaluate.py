@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import hydra
 import torch
+from hydra.errors import CompactHydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -163,15 +166,28 @@ def check_prior_support(G: torch.nn.Module, prior, source: str | None, methods: 
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Clear errors for configurations that compose but cannot run."""
+    """Clear errors (:class:`rls.preflight.PreflightError`) for the entry point's own
+    settings that compose but cannot run: the method list, the logger, the run directory.
+    The rest is :func:`rls.preflight.check_evaluation`'s."""
+    from callbacks.loggers import KINDS
+    from rls.preflight import PreflightError, check_choice
+
     if "_group_" in cfg or "_group_" in (cfg.get("method") or {}):
-        raise ValueError(
-            "a configs/method/*.yaml file starts with '# @package _group_._name_', which Hydra "
-            "1.3 does not expand (the methods land in one '_group_._name_' node and overwrite "
-            "each other); start it with '# @package method.<name>' instead"
+        raise PreflightError(
+            "method: a configs/method/*.yaml file starts with '# @package _group_._name_', "
+            "which Hydra 1.3 does not expand (the methods land in one '_group_._name_' node and "
+            "overwrite each other); start it with '# @package method.<name>' instead"
         )
     if not cfg.get("method"):
-        raise ValueError("no method configured: pass e.g. method=[rls,rls_plus]")
+        raise PreflightError("method: no method configured; pass e.g. method=[rls,rls_plus]")
+    logger = cfg.get("logger") or {}
+    if logger:
+        check_choice(logger.get("kind", "none"), "logger.kind", KINDS)
+        if logger.get("kind") == "wandb":
+            check_choice(logger.get("mode", "auto"), "logger.mode",
+                         ("auto", "online", "offline", "disabled"))  # fmt: skip
+    if cfg.get("run_dir") and resolve_run_dir(cfg).is_file():
+        raise PreflightError(f"run_dir={cfg.run_dir}: a file; give a folder (new or earlier run)")
 
 
 def build_methods(cfg: DictConfig) -> dict:
@@ -188,6 +204,32 @@ def build_methods(cfg: DictConfig) -> dict:
     if not methods:
         raise ValueError("no method configured: pass e.g. method=[rls,rls_plus]")
     return methods
+
+
+def check_anchor_reuse(cfg: DictConfig, methods: dict) -> None:
+    """The rule of ``reuse_rls_anchor``: RLS+ reads RLS's results off its anchor only when
+    its anchor recipe is RLS's exactly. When a run has both but they differ (e.g.
+    ``method.rls.steps=30`` alone), each runs its own RLS: a warning names the differences
+    and the settings that would align them, and RLS+'s rows carry a note."""
+    import warnings
+
+    from rls.lit.search_module import anchor_differences
+
+    if not cfg.get("reuse_rls_anchor", True):
+        return
+    keys = {(m.get("name") or k): k for k, m in cfg.method.items() if m}
+    for plus, (rls, diff) in anchor_differences(methods).items():
+        shown = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
+        prefix = f"method.{keys.get(plus, plus)}.anchor"
+        fix = " ".join(f"{prefix}.{k}={b}" for k, (_, b) in diff.items())
+        note = f"own RLS anchor, not {rls}'s ({shown})"
+        methods[plus].notes = "; ".join(filter(None, [methods[plus].notes, note]))
+        warnings.warn(
+            f"reuse_rls_anchor: {plus}'s RLS anchor differs from {rls} in {shown}, so {plus} "
+            f"searches its own anchor and does not start from {rls}'s results; to share one "
+            f"RLS pass {fix}",
+            stacklevel=2,
+        )
 
 
 def build_metrics(cfg: DictConfig):
@@ -279,6 +321,7 @@ def evaluate(cfg: DictConfig) -> Path:
     plain = OmegaConf.to_container(cfg, resolve=True)
     checked = check_evaluation(plain)  # scale, data, LR sizes, methods: before any loading
     methods = build_methods(cfg)
+    check_anchor_reuse(cfg, methods)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -324,14 +367,89 @@ def evaluate(cfg: DictConfig) -> Path:
     return report
 
 
+def failed_run(run_dir: Path) -> str | None:
+    """A one-line account of a run in which every image failed (no ``ok`` row of any
+    searched method in results.csv), else ``None``."""
+    from collections import Counter
+
+    from callbacks.results import read_rows
+
+    rows = [r for r in read_rows(run_dir / "results.csv") if r["method"] != "bicubic"]
+    if not rows or any(r["status"] != "failed" for r in rows):
+        return None
+    reasons = Counter(r.get("notes") or "no reason recorded" for r in rows)
+    reason, count = reasons.most_common(1)[0]
+    return (
+        f"every image failed ({len(rows)} failed rows; {count} of them: {reason}); "
+        f"the reasons of each are in {run_dir / 'results.csv'} and {run_dir / 'report.html'}"
+    )
+
+
+class EveryImageFailed(RuntimeError):
+    """The run ended, but no image has a result (:func:`failed_run`)."""
+
+
+class RunFailed(CompactHydraException):
+    """A setting that cannot work or a run that produced nothing, as one line: Hydra prints
+    the message alone and exits with status 1; ``HYDRA_FULL_ERROR=1`` shows the traceback
+    (and that of the error it wraps)."""
+
+
+def _one_line_error(err: Exception) -> RunFailed | None:
+    """What the command line shows for ``err`` escaping :func:`evaluate`: an operator
+    mistake (:class:`rls.preflight.PreflightError`) as its message alone; inside a sweep
+    (``-m``), any error as one line naming the member and the sweep report (the traceback
+    is in the report's member.json); ``None``: let it through with its traceback."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rls.preflight import PreflightError
+
+    plain = isinstance(err, PreflightError | EveryImageFailed)
+    message = str(err) if plain else f"{type(err).__name__}: {err}"
+    if _multirun():
+        from callbacks.sweep import SWEEP_FILES
+
+        hydra_cfg = HydraConfig.get()
+        member = " ".join(hydra_cfg.overrides.task) or "(no overrides)"
+        report = Path(hydra_cfg.sweep.dir) / SWEEP_FILES[-1]
+        return RunFailed(
+            f"[evaluate] sweep member #{hydra_cfg.job.num} '{member}' failed: {message}; "
+            f"every member's outcome: {report}"
+        )
+    if plain:
+        return RunFailed(f"[evaluate] {message}")
+    return None
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    """The command line: exits non-zero (one line, no traceback) on a setting that cannot
+    work, on a run in which every image failed, and at the end of a sweep with a failed
+    member (the others still run)."""
+    try:
+        report = evaluate(cfg)
+        failure = failed_run(report.parent)
+        if failure:
+            raise EveryImageFailed(failure)
+    except Exception as err:
+        one_line = _one_line_error(err)
+        if one_line is None:
+            raise
+        if not _multirun() and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            # Hydra would add a line about HYDRA_FULL_ERROR after the message: one line only
+            print(one_line, file=sys.stderr)
+            raise SystemExit(1) from None
+        raise one_line from err
 
 
 if __name__ == "__main__":
-    import sys
-
     from callbacks.config_choices import check_group_choices
 
     check_group_choices(sys.argv[1:], Path(__file__).resolve().parent / "configs")

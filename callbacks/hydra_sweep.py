@@ -27,6 +27,7 @@ from typing import Any
 from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -72,6 +73,8 @@ class SweepReport(Callback):
                 error = RuntimeError("the job failed")
             except Exception as raised:
                 error = raised
+            if isinstance(error, HydraException) and error.__cause__ is not None:
+                error = error.__cause__  # evaluate.py's one-line wrapper: record what it wraps
             state = {
                 "status": "failed",
                 "error": f"{type(error).__name__}: {error}",

@@ -46,6 +46,28 @@ def anchor_sources(methods: Mapping[str, Method]) -> dict[str, str]:
     return found
 
 
+def anchor_differences(methods: Mapping[str, Method]) -> dict[str, tuple[str, dict]]:
+    """``{rls_plus_name: (rls_name, {key: (anchor value, RLS value)})}`` for each RLS+
+    method whose anchor is *not* an RLS method of the run although one with the same
+    recipe keys is there (e.g. ``method.rls.steps=30`` changed RLS but not the anchor):
+    the two then differ, and :func:`anchor_sources` cannot reuse one for the other."""
+    matched = anchor_sources(methods)
+    out = {}
+    for target, m in methods.items():
+        anchor = m.config.get("anchor") if isinstance(m.config, dict) else None
+        if not anchor or target in matched.values():
+            continue
+        for source, other in methods.items():
+            config = other.config if isinstance(other.config, dict) else {}
+            if source == target or source in matched or "anchor" in config or not config:
+                continue
+            if set(config) == set(anchor):
+                diff = {k: (anchor[k], config[k]) for k in anchor if anchor[k] != config[k]}
+                out[target] = (source, diff)
+                break
+    return out
+
+
 def stage_result(
     result: SearchResult, stage: str, rows: list[int], notes: str = ""
 ) -> SearchResult:
