@@ -383,6 +383,10 @@ def check_data(data: Mapping, resolution: int | None = None) -> None:
     target = str(dataset.get("_target_", ""))
     if "on_error" in dataset:
         check_choice(dataset["on_error"], "data.dataset.on_error", ("record", "skip", "raise"))
+    if "max_pixels" in dataset:
+        most = dataset["max_pixels"]
+        _need(most is None or (_is_int(most) and most >= 1), "data.dataset.max_pixels", most,
+              "must be null (no limit) or a positive integer (Pillow: 89478485)")  # fmt: skip
     if target.endswith("GeneratorSampleDataset"):
         n = dataset.get("n")
         _need(_is_int(n) and n >= 1, "data.dataset.n", n, "must be a positive integer (images)")

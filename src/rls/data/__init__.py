@@ -14,6 +14,7 @@ from rls.data.datasets import (
 )
 from rls.data.images import (
     IMAGE_EXTENSIONS,
+    MAX_PIXELS,
     MIN_HR_FRACTION,
     ON_ERROR,
     check_image,
@@ -22,11 +23,14 @@ from rls.data.images import (
     list_images,
     load_image,
     open_upright,
+    pixel_limit,
+    skipped_entries,
     to_tensor,
 )
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
     "MIN_HR_FRACTION",
     "ON_ERROR",
     "GeneratorSampleDataset",
@@ -42,6 +46,8 @@ __all__ = [
     "list_images",
     "load_image",
     "open_upright",
+    "pixel_limit",
+    "skipped_entries",
     "to_tensor",
 ]
 

@@ -15,12 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from PIL import UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from rls.data.images import (
-    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
     MIN_HR_FRACTION,
     ON_ERROR,
     check_image,
@@ -30,6 +29,8 @@ from rls.data.images import (
     load_image,
     log,
     open_upright,
+    pixel_limit,
+    skipped_entries,
     to_tensor,
 )
 from rls.seeding import seed_from_id
@@ -48,19 +49,37 @@ class _FolderDataset(Dataset):
 
     key = "hr"
 
-    def __init__(self, root, resolution, channels, on_error):
+    def __init__(self, root, resolution, channels, on_error, max_pixels=MAX_PIXELS):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.root = Path(root)
         self.resolution = resolution
         self.channels = channels
         self.on_error = on_error
+        self.max_pixels = max_pixels
         self.failures: list[tuple[Path, str]] = []
         self.items: list[tuple[str, Path]] = []
         self._rejected: dict[str, str] = {}  # image_id -> "<path>: <reason>"
         self._warned: set = set()
+        skipped = skipped_entries(root)
+        if skipped:
+            shown = ", ".join(skipped[:8]) + (
+                f" and {len(skipped) - 8} more" if len(skipped) > 8 else ""
+            )
+            log.warning(
+                "%s: %d file(s) skipped, not in an image format Pillow reads: %s",
+                root,
+                len(skipped),
+                shown,
+            )
+        self.skipped = skipped
         for image_id, path in list_images(root):
-            reason = entry_problem(path) or check_image(path) or self._size_problem(path)
+            reason = entry_problem(path) or check_image(path, max_pixels)
+            if reason is None:
+                try:
+                    reason = self._size_problem(path)
+                except Exception as err:  # an unreadable header: this file's failure only
+                    reason = f"{type(err).__name__}: {err}"
             if reason is not None:
                 self._fail(path, reason)
                 if on_error == "skip":
@@ -69,7 +88,8 @@ class _FolderDataset(Dataset):
             self.items.append((image_id, path))
         if not self.items:
             raise FileNotFoundError(
-                f"{self.root}: no readable images ({', '.join(IMAGE_EXTENSIONS)})"
+                f"{self.root}: no image in a format Pillow reads"
+                + (f" (skipped: {', '.join(skipped[:8])})" if skipped else "")
             )
 
     def _size_problem(self, path: Path) -> str | None:
@@ -96,8 +116,9 @@ class _FolderDataset(Dataset):
         if image_id in self._rejected:
             return {"image_id": image_id, "error": self._rejected[image_id]}
         try:
-            fields = self._decode(path)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            with pixel_limit(self.max_pixels):
+                fields = self._decode(path)
+        except Exception as err:  # whatever reading one file raises is that file's failed row
             reason = f"{type(err).__name__}: {err}"
             self._fail(path, reason)
             return {"image_id": image_id, "error": f"{path}: {reason}"}
@@ -109,7 +130,7 @@ class _FolderDataset(Dataset):
 
 
 class ImageFolderDataset(_FolderDataset):
-    """HR images from a folder (png, jpg/jpeg, webp), resized to the generator resolution.
+    """HR images from a folder (every format Pillow reads), resized to the generator resolution.
 
     ``on_error``: ``"record"`` (default) yields ``{"image_id", "error"}`` for an unusable
     entry, ``"skip"`` drops entries failing the index-time checks, ``"raise"`` stops.
@@ -141,6 +162,7 @@ class ImageFolderDataset(_FolderDataset):
         landmarks_model: str | None = None,
         paste_back: bool = False,
         landmarks=None,
+        max_pixels: int | None = MAX_PIXELS,
     ):
         if not 0 <= min_hr_fraction <= 1:
             raise ValueError(f"min_hr_fraction must be in [0, 1], got {min_hr_fraction}")
@@ -158,7 +180,7 @@ class ImageFolderDataset(_FolderDataset):
                 raise ValueError("data.dataset.align=ffhq needs an RGB generator (channels 3)")
             # ``landmarks``: any callable photo -> [68, 2] (dlib's by default).
             self._aligner = FFHQAligner(resolution, landmarks or DlibLandmarks(landmarks_model))
-        super().__init__(root, resolution, channels, on_error)
+        super().__init__(root, resolution, channels, on_error, max_pixels)
 
     def _decode(self, path: Path) -> dict:
         if self._aligner is None:
@@ -222,9 +244,10 @@ class LRFolderDataset(_FolderDataset):
         channels: int = 3,
         on_error: str = "record",
         expected_size: int | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ):
         self.expected_size = expected_size
-        super().__init__(root, resolution, channels, on_error)
+        super().__init__(root, resolution, channels, on_error, max_pixels)
 
     def _size_problem(self, path: Path) -> str | None:
         e = self.expected_size

@@ -10,16 +10,38 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps
 from torch import Tensor
 
 log = logging.getLogger("rls.data")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+def readable_extensions() -> tuple[str, ...]:
+    """Every file suffix for which Pillow has a reader (its registered extensions whose
+    format it can open: PNG, JPEG, WebP, GIF, BMP, TIFF, ...), less its stubs (HDF5, GRIB,
+    WMF...: formats it only identifies)."""
+    Image.init()
+    readers = {
+        fmt
+        for fmt, (cls, _) in Image.OPEN.items()
+        if not (isinstance(cls, type) and issubclass(cls, ImageFile.StubImageFile))
+    }
+    return tuple(
+        sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in readers)
+    )
+
+
+IMAGE_EXTENSIONS = readable_extensions()
+# Pillow refuses to decode more pixels than this by default (a "decompression bomb": a
+# small file that decodes to gigabytes). data.dataset.max_pixels sets it per run; an image
+# over it is a failed row.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 ON_ERROR = ("record", "skip", "raise")
 # An HR image whose shorter side is under this fraction of the generator's resolution is not
 # a high-resolution target (upscaling it only blurs it): it becomes a failed row.
@@ -60,6 +82,32 @@ def list_images(root: str | os.PathLike) -> list[tuple[str, Path]]:
     return ids
 
 
+def skipped_entries(root: str | os.PathLike) -> list[str]:
+    """Names of the visible files in ``root`` that :func:`list_images` leaves out (no image
+    format Pillow reads by that suffix), so that they can be listed, not silently dropped."""
+    taken = {p.name for _, p in list_images(root)}
+    return sorted(
+        p.name
+        for p in Path(root).iterdir()
+        if p.name not in taken and not p.name.startswith(".") and not p.is_dir()
+    )
+
+
+@contextmanager
+def pixel_limit(max_pixels: int | None = MAX_PIXELS):
+    """Pillow's decompression-bomb limit set to ``max_pixels`` (``None``: no limit) while
+    inside; the previous value is restored after. Pillow raises only past twice the limit
+    (and warns below that): :func:`check_image` refuses anything past the limit itself."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def entry_problem(path: Path) -> str | None:
     """Why a folder entry named like an image is not a readable file, or ``None``."""
     if path.is_symlink():
@@ -78,19 +126,29 @@ def entry_problem(path: Path) -> str | None:
     return None
 
 
-def check_image(path: Path) -> str | None:
-    """A cheap header + integrity check; the reason it failed, or ``None`` if it looks fine."""
+def check_image(path: Path, max_pixels: int | None = MAX_PIXELS) -> str | None:
+    """A cheap header + integrity check; the reason it failed, or ``None`` if it looks fine.
+
+    Any exception while reading becomes the reason (a file can fail in many ways: truncated,
+    a decompression bomb, a codec Pillow lacks). More than ``max_pixels`` pixels: refused.
+    """
     try:
-        with Image.open(path) as img:
+        with pixel_limit(None), Image.open(path) as img:  # the header: the limit is ours below
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                return (
+                    f"DecompressionBombError: {w}x{h} = {w * h} pixels, over the limit of "
+                    f"{max_pixels} (data.dataset.max_pixels; raise it to read this image)"
+                )
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except Exception as err:  # one unreadable file is that file's failure, never the run's
         return f"{type(err).__name__}: {err}"
     return None
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` from the header only, upright (after the EXIF orientation)."""
-    with Image.open(path) as img:
+    with pixel_limit(None), Image.open(path) as img:  # the header only: no bomb to fear
         w, h = img.size
         if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # quarter turns
             w, h = h, w
