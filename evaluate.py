@@ -372,7 +372,7 @@ def failed_run(run_dir: Path) -> str | None:
     searched method in results.csv), else ``None``."""
     from collections import Counter
 
-    from callbacks.results import read_rows
+    from rls.reports.run_files import read_rows
 
     rows = [r for r in read_rows(run_dir / "results.csv") if r["method"] != "bicubic"]
     if not rows or any(r["status"] != "failed" for r in rows):
@@ -407,7 +407,7 @@ def _one_line_error(err: Exception) -> RunFailed | None:
     plain = isinstance(err, PreflightError | EveryImageFailed)
     message = str(err) if plain else f"{type(err).__name__}: {err}"
     if _multirun():
-        from callbacks.sweep import SWEEP_FILES
+        from rls.reports.sweep import SWEEP_FILES
 
         hydra_cfg = HydraConfig.get()
         member = " ".join(hydra_cfg.overrides.task) or "(no overrides)"
