@@ -38,9 +38,11 @@ def generator_resolution(source, **overrides) -> int | None:
     file written by ``rls.generators.save_generator`` (its metadata); ``None`` for anything
     else (a pickle tells its resolution only when loaded).
     """
-    from rls.generators.download import KNOWN_CHECKPOINTS
+    from rls.generators.download import KNOWN_CHECKPOINTS, shipped_path
 
     text = str(source)
+    if shipped_path(text) is not None:
+        text = str(shipped_path(text))
     if overrides.get("img_resolution") is not None:  # tiny, or a random-init official net
         return int(overrides["img_resolution"])
     if text == "tiny":
@@ -289,9 +291,10 @@ def _check(cfg: Mapping, resolution: int | None, only_resolution: bool = False) 
 
 
 def _is_url_or_known(source) -> bool:
-    from rls.generators.download import KNOWN_CHECKPOINTS, is_url
+    from rls.generators.download import KNOWN_CHECKPOINTS, SHIPPED_GENERATORS, is_url
 
-    return str(source) in KNOWN_CHECKPOINTS or is_url(str(source))
+    text = str(source)
+    return text in KNOWN_CHECKPOINTS or text in SHIPPED_GENERATORS or is_url(text)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from rls.data.images import (
     skipped_entries,
     to_tensor,
 )
+from rls.data.lfw import LFWDataset, lfw_faces
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -35,6 +36,7 @@ __all__ = [
     "ON_ERROR",
     "GeneratorSampleDataset",
     "ImageFolderDataset",
+    "LFWDataset",
     "LRFolderDataset",
     "RestorationDataModule",
     "build_dataset",
@@ -43,6 +45,7 @@ __all__ = [
     "collate_records",
     "entry_problem",
     "image_size",
+    "lfw_faces",
     "list_images",
     "load_image",
     "open_upright",

@@ -160,12 +160,34 @@ def download(url: str, target: Path, spec: KnownCheckpoint | None = None, timeou
     return target
 
 
+# Generators trained by this project and shipped inside the package (``weights/``): a name
+# resolves to the file there, wherever the code runs from. Each has a JSON record beside it
+# (recipe, data split, seed, steps, wall time, machine).
+SHIPPED_GENERATORS: dict[str, str] = {
+    "lfw32": "lfw32.safetensors",  # 32² faces: StyleGAN2 trained on LFW faces 0-89
+}
+
+
+def shipped_path(name: str) -> Path | None:
+    """The package file of a shipped generator name (``lfw32``), or ``None`` for other names."""
+    filename = SHIPPED_GENERATORS.get(str(name))
+    return None if filename is None else Path(__file__).parent / "weights" / filename
+
+
 def resolve(source: str | os.PathLike, *, allow_download: bool = True) -> Path:
-    """A local file for ``source``: a known name, an http(s) URL, or a path.
+    """A local file for ``source``: a shipped name, a known name, an http(s) URL, or a path.
 
     Known names and URLs are cached; a path must exist (no network is ever used for it).
     """
     text = os.fspath(source)
+    shipped = shipped_path(text)
+    if shipped is not None:
+        if not shipped.is_file():
+            raise CheckpointError(
+                f"{shipped}: the shipped generator {text!r} is missing from the package"
+                " (an incomplete checkout? retrain it with `python train_generator.py`)"
+            )
+        return shipped
     if text in KNOWN_CHECKPOINTS:
         spec = KNOWN_CHECKPOINTS[text]
         target = cache_dir() / spec.filename
@@ -187,7 +209,7 @@ def resolve(source: str | os.PathLike, *, allow_download: bool = True) -> Path:
         return download(text, target)
     path = Path(text).expanduser()
     if not path.is_file():
-        known = ", ".join(sorted(KNOWN_CHECKPOINTS))
+        known = ", ".join(sorted(SHIPPED_GENERATORS) + sorted(KNOWN_CHECKPOINTS))
         raise CheckpointError(
             f"{path}: no such checkpoint file (known names: tiny, {known}; or an http(s) URL)"
         )
