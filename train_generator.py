@@ -31,6 +31,17 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 
+def keep_earlier_csv(output_dir: Path, cfg: DictConfig) -> None:
+    """A resumed run's CSVLogger would replace metrics.csv: keep the earlier invocation's
+    rows as metrics_<n>.csv beside it first."""
+    if cfg.logger.get("kind") != "csv":
+        return
+    csv = output_dir / (cfg.logger.get("name") or "csv") / "metrics.csv"
+    if csv.is_file():
+        n = len(list(csv.parent.glob("metrics_*.csv")))
+        csv.rename(csv.with_name(f"metrics_{n}.csv"))
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="train_generator")
 def main(cfg: DictConfig) -> dict:
     if cfg.threads:
@@ -40,6 +51,7 @@ def main(cfg: DictConfig) -> dict:
     gan = OmegaConf.to_container(cfg.gan, resolve=True)
     recipe = OmegaConf.to_container(cfg, resolve=True)
     recipe.pop("hydra", None)
+    keep_earlier_csv(output_dir, cfg)
     logger = make_logger(cfg.logger, output_dir, name=output_dir.name, job_type="train_generator",
                          config=recipe)  # fmt: skip
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

@@ -39,6 +39,10 @@ def test_dataset_yields_heldout_records_at_the_generator_resolution():
     record = ds[0]
     assert set(record) == {"image_id", "hr"} and record["hr"].shape == (3, 64, 64)
     assert torch.equal(record["hr"], lfw_faces("heldout", resolution=64)[0])
+    first = LFWDataset(split="heldout", n=2)
+    assert first.image_ids == ["lfw090", "lfw091"] and len(first) == 2
+    with pytest.raises(ValueError, match="data.dataset.n=11"):
+        LFWDataset(split="heldout", n=11)
 
 
 def test_shipped_generator_loads_by_name_and_makes_images_in_range():

@@ -39,19 +39,31 @@ def lfw_faces(split: str = "train", resolution: int = 32, channels: int = 3) -> 
 
 
 class LFWDataset(Dataset):
-    """HR targets from the LFW faces of ``split`` (default: the 10 held-out faces 90-99).
+    """HR targets from the LFW faces of ``split`` (default: the 10 held-out faces 90-99);
+    ``n``: only the first ``n`` of them in index order (``None``: all).
 
     Records ``{"image_id": "lfw090", "hr": [channels, resolution, resolution] in [0, 1]}``,
     the same as an image folder's, ids by LFW index. ``resolution`` and ``channels`` come
     from the generator (``data=lfw`` with any generator; 32² is where the shipped one lives).
     """
 
-    def __init__(self, split: str = "heldout", resolution: int = 32, channels: int = 3):
+    def __init__(
+        self,
+        split: str = "heldout",
+        n: int | None = None,
+        resolution: int = 32,
+        channels: int = 3,
+    ):
         if channels not in (1, 3):
             raise ValueError(f"LFW faces are grey: channels must be 1 or 3, got {channels}")
+        if n is not None and not 1 <= n <= len(SPLITS.get(split, ())):
+            size = len(SPLITS.get(split, ()))
+            raise ValueError(f"data.dataset.n={n}: the LFW split {split!r} has {size} faces")
         self.split = split
-        self.images = lfw_faces(split, resolution=resolution, channels=channels)
-        self.indices = SPLITS[split]
+        self.indices = SPLITS[split][:n]
+        self.images = lfw_faces(split, resolution=resolution, channels=channels)[
+            : len(self.indices)
+        ]
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -165,6 +165,15 @@ class GANModule(pl.LightningModule):
     def _elapsed(self) -> float:
         return self.train_seconds + (time.monotonic() - self._t0 if self._t0 else 0.0)
 
+    def update_ema(self, batch_size: int, images_seen: int) -> float:
+        """``G_ema ← β·G_ema + (1 − β)·G`` (parameters and buffers; the first call copies G),
+        β from :func:`ema_beta`. Returns β."""
+        hp = self.hparams
+        beta = ema_beta(batch_size, images_seen, hp.ema_kimg, hp.ema_rampup)
+        self.G_ema.multi_avg_fn = get_ema_multi_avg_fn(beta)
+        self.G_ema.update_parameters(self.G)
+        return beta
+
     # ------------------------------------------------------------------ Lightning
 
     def configure_optimizers(self):
@@ -220,11 +229,8 @@ class GANModule(pl.LightningModule):
         self.manual_backward(total_d)
         opt_d.step()
 
-        # EMA of G.
         images_seen = (it + 1) * n
-        beta = ema_beta(n, images_seen, hp.ema_kimg, hp.ema_rampup)
-        self.G_ema.multi_avg_fn = get_ema_multi_avg_fn(beta)
-        self.G_ema.update_parameters(self.G)
+        self.update_ema(n, images_seen)
 
         logs = {
             "loss/G": loss_g.detach(),
