@@ -232,25 +232,43 @@ def check_anchor_reuse(cfg: DictConfig, methods: dict) -> None:
         )
 
 
-def build_metrics(cfg: DictConfig):
-    """A factory of per-method ``RestorationMetrics`` sharing one set of networks."""
+def build_metrics(cfg: DictConfig, resolution: int):
+    """A factory of per-method ``RestorationMetrics`` sharing one set of networks, the
+    LPIPS net of the searches, and the FID/KID protocol (None without FID)."""
+    from rls.fid_stats import protocol, reference_features
     from rls.metrics import RestorationMetrics
 
     mcfg = cfg.metrics
     shared = RestorationMetrics.pretrained(
         lpips=tuple(mcfg.lpips),
         fid=bool(mcfg.fid),
+        niqe=bool(mcfg.get("niqe", False)),
         weights_dir=mcfg.get("weights_dir"),
         allow_download=mcfg.get("allow_download"),
         kid_subset_size=mcfg.kid_subset_size,
     )
     nets = dict(shared.lpips_nets.items())
-    feature = shared.fid.inception if shared.fid is not None else None
+    feature = shared.fid.inception.net if shared.fid is not None else None
+    reference, fid_protocol = None, None
+    if feature is not None:
+        reference_proto = None
+        if mcfg.get("fid_reference"):  # a fixed real set: features cached by set + protocol
+            reference, reference_proto, path = reference_features(
+                mcfg.fid_reference, feature, resolution
+            )
+            print(f"[evaluate] FID/KID real set: {reference.shape[0]} images ({path})")
+        fid_protocol = protocol(feature, resolution, reference_proto)
 
     def factory():
-        return RestorationMetrics(nets, feature, kid_subset_size=mcfg.kid_subset_size)
+        return RestorationMetrics(
+            nets,
+            feature,
+            kid_subset_size=mcfg.kid_subset_size,
+            niqe=shared.niqe,
+            reference=reference,
+        )
 
-    return factory, nets.get("alex")
+    return factory, nets.get("alex"), fid_protocol
 
 
 AUTO_BATCH_START = 8  # data.batch_size=auto: the first try, halved while it does not fit
@@ -338,7 +356,7 @@ def evaluate(cfg: DictConfig) -> Path:
     D = build_degradation(cfg.scale, **corruption)
     prior, prior_source = load_or_train_prior(cfg, G, run_dir)
     check_prior_support(G, prior, prior_source, methods)
-    metrics, lpips_net = build_metrics(cfg)
+    metrics, lpips_net, fid_protocol = build_metrics(cfg, G.img_resolution)
     done = finished_pairs(run_dir)
     if done:
         print(f"[evaluate] resuming: {len(done)} (image, method) results already in {run_dir}")
@@ -357,6 +375,7 @@ def evaluate(cfg: DictConfig) -> Path:
         anchor_from=anchor_sources(methods) if cfg.get("reuse_rls_anchor", True) else None,
         split_batches=str(cfg.data.get("batch_size")) == "auto",
     )
+    module.fid_protocol = fid_protocol  # into summary.json and the report
     datamodule = instantiate(cfg.data, generator=G, scale=cfg.scale, **batch_size_override(cfg))
     trainer = build_trainer(cfg, run_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)

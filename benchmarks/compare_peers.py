@@ -6,9 +6,12 @@
 The tiny seeded generator at 64², 8 generator-sampled targets (``rls.data``'s
 GeneratorSampleDataset, the ``data=generated`` set of evaluate.py), no corruption, the shared
 degradation D (PULSE bicubic) inside every loss. Methods: RLS, RLS+ (its radius sweep
-r = 0.25 .. 4 from one shared RLS anchor), plain W+ search, PULSE, BRGM, ILO, robust. A small
-flow prior is trained for the tiny generator first (cached under .cache/), so that RLS has its
-prior and every solution gets a flow NLL on one realism scale.
+r = 0.05 .. 0.8 from one shared RLS anchor, as experiment=compare), plain W+ search, PULSE
+(this project's and as the authors ran it), BRGM, ILO, robust, each with its config's
+defaults (the authors'). The flow prior is evaluate.py's default: the authors' flow
+(flow=maf_paper) trained by the default recipe (flow_training=default), from the same flow
+cache (.cache/flows, trained there first when missing), so that RLS has its prior and every
+solution gets a flow NLL on one realism scale.
 
 Per method: LR-PSNR (PSNR of D(x̂) against y: fidelity to the input), HR-PSNR (against the
 true image), LPIPS-Alex if its weights are on disk, the flow NLL of the solution's W+ code
@@ -44,14 +47,23 @@ from rls.search.rls_plus import rls_plus_stage  # noqa: E402
 from rls.seeding import seeds_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RADII = (0.25, 0.5, 1.0, 2.0, 4.0)
+RADII = (0.05, 0.1, 0.2, 0.4, 0.8)  # experiment=compare's: where the l1 ball binds here
 
 
-def train_flow(G, steps: int, seed: int = 0) -> WFlow:
-    """A MAF prior for the tiny W (authors' architecture ratio: hidden 2·w_dim), maximum
-    likelihood on freshly streamed mapping samples; cached by generator config + recipe."""
-    name = f"compare_peers_{G.img_resolution}_{G.w_dim}_{steps}.safetensors"
-    return fit_tiny_flow(G, steps, ROOT / ".cache" / "flows" / name, seed)
+def default_flow(G) -> WFlow:
+    """evaluate.py's default prior for G: flow=maf_paper trained by flow_training=default,
+    from (or into) the shared flow cache."""
+    from omegaconf import OmegaConf
+
+    from rls.flows.recipe import FlowRecipe
+    from rls.lit import cached_flow
+
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/flow_training/default.yaml"))
+    flow = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/flow/maf_paper.yaml"))
+    recipe = FlowRecipe.from_settings(flow, settings)
+    found = cached_flow(G, recipe, ROOT / settings["cache_dir"], generator_name="tiny")
+    print(f"flow prior: {found.path}", flush=True)
+    return found.flow
 
 
 def fit_tiny_flow(G, steps: int, cache: Path, seed: int = 0, **flow_kwargs) -> WFlow:
@@ -107,6 +119,7 @@ def peer_methods(s: float) -> dict[str, Method]:
     return {
         "wplus": build_method("wplus", steps=scaled(500, s)),
         "pulse": build_method("pulse", steps=scaled(100, s)),
+        "pulse_rls_paper": build_method("pulse_rls_paper", steps=scaled(100, s)),
         "brgm": build_method("brgm", steps=scaled(501, s)),
         "ilo": build_method("ilo", steps=[scaled(n, s) for n in (50, 50, 25, 25)]),
         "robust": build_method("robust", steps=[scaled(150, s)] * 3),
@@ -234,7 +247,6 @@ def main():
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--step-scale", type=float, default=1.0, help="x the authors' step counts")
-    parser.add_argument("--flow-steps", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--out", default=str(ROOT / "benchmarks" / "results" / "compare_peers.json")
@@ -244,7 +256,7 @@ def main():
 
     G = load_generator("tiny", img_resolution=args.resolution).requires_grad_(False)
     t0 = time.perf_counter()
-    prior = train_flow(G, args.flow_steps)
+    prior = default_flow(G)
     print(f"flow prior ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     lpips_alex = build_lpips("alex", allow_download=False)
     diagonal_fit(G)  # PULSE/ILO's one-off fit of W (1e6 samples), kept out of their timings

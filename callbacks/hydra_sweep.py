@@ -90,6 +90,8 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         paths = self._write(Path(config.hydra.sweep.dir))
         print(f"[sweep] report: {paths['html']}  (open it in a browser)")
+        if paths.get("paper_table"):
+            print(f"[sweep] paper table: {paths['paper_table']} (and .tex, .csv)")
 
     @staticmethod
     def _write(sweep_dir: Path) -> dict:

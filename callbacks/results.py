@@ -93,7 +93,8 @@ class ResultsWriter(pl.Callback):
                 if method not in dataset_metrics:
                     kept = {k: entry[k] for k in SET_LEVEL_KEYS if k in entry}
                     dataset_metrics[method] = kept
-            self.summary = write_summary(self.run_dir, rows, dataset_metrics)
+            protocol = getattr(pl_module, "fid_protocol", None)
+            self.summary = write_summary(self.run_dir, rows, dataset_metrics, protocol)
             flat = summary_metrics(self.summary)
             for logger in trainer.loggers:
                 logger.log_metrics(flat, step=trainer.global_step)

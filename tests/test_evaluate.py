@@ -355,3 +355,37 @@ def test_set_level_metrics_reach_summary_and_report(tmp_path, G):
     assert entry["fid"] >= 0 and "kid_mean" in entry and entry["psnr"]["n"] == 4
     assert entry["set_metrics_images"] == 4
     assert "kid_mean" in (tmp_path / "report.html").read_text()
+
+
+def test_niqe_per_method_and_the_ground_truths_reference_row(tmp_path, G):
+    """NIQE (here a stand-in no-reference score: mean brightness, the real one needs 96²)
+    per image for every method, and the HR images' own value as the method ground_truth."""
+    from rls.metrics import GROUND_TRUTH, RestorationMetrics
+
+    class Brightness(torch.nn.Module):
+        min_size = 1
+
+        def forward(self, x):
+            return x.float().mean((1, 2, 3))
+
+    metrics = lambda: RestorationMetrics(niqe=Brightness())  # noqa: E731
+    module = _module(G, methods={"wplus": wplus_l1()}, metrics=metrics, bicubic_baseline=True)
+    data = _generated(G, n=2)
+    _trainer(tmp_path).test(module, datamodule=data, verbose=False)
+    rows = {(r["image_id"], r["method"]): r for r in read_rows(tmp_path / "results.csv")}
+    assert len(rows) == 2 * 3
+    hr = data.dataset[1]["hr"]
+    truth = rows[("gen00001", GROUND_TRUTH)]
+    assert float(truth["niqe"]) == pytest.approx(float(hr.mean()), abs=1e-6)
+    assert truth["psnr"] == "" and truth["status"] == "ok"
+    restored = Image.open(image_path(tmp_path, "wplus", "gen00001"))
+    expected = torch.tensor(list(restored.getdata()), dtype=torch.float32).mean() / 255
+    assert float(rows[("gen00001", "wplus")]["niqe"]) == pytest.approx(float(expected), abs=3e-3)
+    summary = json.loads((tmp_path / "summary.json").read_text())["methods"]
+    assert summary[GROUND_TRUTH]["niqe"]["n"] == 2 and "psnr" not in summary[GROUND_TRUTH]
+    assert "niqe" in summary["bicubic"] and "niqe" in summary["wplus"]
+    page = (tmp_path / "report.html").read_text()
+    assert "NIQE ↓" in page and f"<th>{GROUND_TRUTH}</th>" not in page  # a row, no grid column
+    # NIQE's own minimum (96²) above the generator's 32²: no ground-truth rows at all
+    Brightness.min_size = 96
+    assert GROUND_TRUTH not in _module(G, metrics=metrics).baselines

@@ -221,6 +221,18 @@ def test_sweep_report_shows_the_offline_runs_and_their_numbers(sweep, monkeypatc
         for cell, run in zip(cells, runs):
             assert cell.strip(" *").startswith(f"{run.summary[f'{method}/psnr']:.4g} ± ")
 
+    # the paper's layout: methods × (column × metric), the members' summary.json values
+    paper = next(
+        b.text for b in report.blocks if getattr(b, "text", "").startswith("| method | none PSNR")
+    )
+    lines = {line.split(" | ")[0].strip("| "): line for line in paper.splitlines()[2:]}
+    head = paper.splitlines()[0].strip("|").split("|")
+    for method, label in (("bicubic", "Bicubic"), ("rls", "RLS"), ("wplus", "wplus")):
+        cells = lines[label].strip("|").split("|")
+        for run, column in zip(runs, ("none", "gaussian_noise")):
+            cell = cells[[h.strip() for h in head].index(f"{column} PSNR ↑")]
+            assert cell.strip(" *") == f"{run.summary[f'{method}/psnr']:.2f}"
+
     # realism-fidelity: one scatter per method with a flow NLL, on keys every run has
     scatters = panels["ScatterPlot"]
     assert {p.title.split(":")[0] for _, p in scatters} == {"wplus", "rls"}

@@ -1,8 +1,9 @@
 """Known official StyleGAN2 checkpoints by name, and a checked download into a cache.
 
-A name resolves to ``$RLS_CACHE/generators/<file>`` (default ``~/.cache/rls``); a file already
-there is used as is (after the size / SHA-256 check when pinned). A missing file is downloaded
-to ``<file>.<pid>.part`` and renamed only once complete and verified. Without network access the
+A name resolves to ``$RLS_WEIGHTS_DIR/<file>`` when there, else
+``$RLS_CACHE/generators/<file>`` (default ``~/.cache/rls``); a file already there is used as
+is (after the size / SHA-256 check when pinned). A missing file is downloaded to
+``<file>.<pid>.part`` and renamed only once complete and verified. Without network access the
 error names the file, the URL and the exact path to put the file at. A local path never
 touches the network.
 """
@@ -191,9 +192,12 @@ def resolve(source: str | os.PathLike, *, allow_download: bool = True) -> Path:
     if text in KNOWN_CHECKPOINTS:
         spec = KNOWN_CHECKPOINTS[text]
         target = cache_dir() / spec.filename
-        if target.is_file():
-            verify(target, spec)
-            return target
+        # a folder of files fetched for offline use (python -m rls.weights fetch)
+        copied = Path(os.environ.get("RLS_WEIGHTS_DIR") or target.parent) / spec.filename
+        for found in (copied, target):
+            if found.is_file():
+                verify(found, spec)
+                return found
         if not allow_download:
             raise _offline_error(spec.url, target, RuntimeError("downloads disabled"), spec.name)
         return download(spec.url, target, spec)

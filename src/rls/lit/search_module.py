@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rls.metrics import GROUND_TRUTH
 from rls.search import Method, SearchResult
 from rls.search.losses import flow_nll
 from rls.search.memory import search_fitting
@@ -153,6 +154,14 @@ class SearchModule(pl.LightningModule):
             if target not in self.methods or source not in self.methods:
                 raise ValueError(f"anchor_from: {target!r} <- {source!r}: both must be methods")
         self.baselines = ["bicubic"] if bicubic_baseline else []
+        # NIQE of the HR images themselves (no reference needed): the ground truth's row,
+        # when the generator's images are large enough for it (NIQE: 96² patches)
+        first = next(iter(self.metrics.values())) if self.metrics else None
+        self.niqe = getattr(first, "niqe", None)
+        side = getattr(generator, "img_resolution", None)
+        min_side = getattr(self.niqe, "min_size", 1)
+        if self.niqe is not None and (side is None or side >= min_side):
+            self.baselines.append(GROUND_TRUTH)
         self.methods_and_baselines = [*self.baselines, *self.methods]
         self.dataset_metrics: dict[str, dict[str, float]] = {}
         self._computed: dict[str, int] = {}  # images measured per method in this run
@@ -211,8 +220,10 @@ class SearchModule(pl.LightningModule):
             if hr is not None:
                 images.append(("hr", ids[i], hr[i].cpu()))
 
-        if self.baselines and pending["bicubic"]:
+        if "bicubic" in self.baselines and pending["bicubic"]:
             rows += self._bicubic(ids, pending["bicubic"], y, hr, images)
+        if GROUND_TRUTH in self.baselines and pending[GROUND_TRUTH] and hr is not None:
+            rows += self._ground_truth(ids, pending[GROUND_TRUTH], hr)
 
         derived = {  # methods read off another's intermediate stage (same images only)
             name: source
@@ -290,6 +301,16 @@ class SearchModule(pl.LightningModule):
             "image_id": [ids[i] for i in index[:keep]],
             "terms": {k: v[:, :keep].detach().cpu() for k, v in result.history.items()},
         }
+
+    def _ground_truth(self, ids, index, hr) -> list[dict]:
+        """Rows of the HR images' own no-reference scores (NIQE): the reference line."""
+        from rls.metrics import niqe_scores
+
+        scores = niqe_scores(self.niqe, hr[torch.tensor(index, device=hr.device)].float())
+        return [
+            self._row(ids[i], GROUND_TRUTH, niqe=scores[j].cpu(), steps=0, status="ok")
+            for j, i in enumerate(index)
+        ]
 
     def _bicubic(self, ids, index, y, hr, images) -> list[dict]:
         """Rows (and images) of bicubic upsampling of y: the no-prior reference."""

@@ -16,16 +16,43 @@ from torchmetrics import MeanMetric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from rls.metrics.networks import LPIPS_BACKBONES, _in_dir, build_inception, build_lpips
+from rls.metrics.networks import (
+    LPIPS_BACKBONES,
+    _in_dir,
+    build_inception,
+    build_lpips,
+    build_niqe,
+)
 from rls.metrics.per_image import PER_IMAGE_NAMES, per_image_metrics
 
 log = logging.getLogger("rls.metrics")
 
 
 class _FID(FrechetInceptionDistance):
-    """FID that reports NaN (not an exception) when a set has fewer than two images."""
+    """FID that reports NaN (not an exception) when a set has fewer than two images.
+
+    ``reference`` (features ``[N, F]`` of a fixed real set, :mod:`rls.fid_stats`): the real
+    side at compute time, after the states are synced, so DDP never counts it twice.
+    """
+
+    reference: Tensor | None = None
 
     def compute(self) -> Tensor:
+        if self.reference is None:
+            return self._compute()
+        names = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+        kept = [getattr(self, n) for n in names]
+        ref = self.reference.double().to(kept[0].device)
+        self.real_features_sum = ref.sum(0)
+        self.real_features_cov_sum = ref.T @ ref
+        self.real_features_num_samples = torch.tensor(ref.shape[0], device=ref.device)
+        try:
+            return self._compute()
+        finally:
+            for name, value in zip(names, kept):
+                setattr(self, name, value)
+
+    def _compute(self) -> Tensor:
         if min(int(self.real_features_num_samples), int(self.fake_features_num_samples)) < 2:
             log.warning("FID needs at least two images per set; reported as NaN")
             return torch.tensor(math.nan)
@@ -35,11 +62,24 @@ class _FID(FrechetInceptionDistance):
 class _KID(KernelInceptionDistance):
     """KID with the subset size clamped to the number of images and seeded subset draws."""
 
+    reference: Tensor | None = None  # as _FID's: the real side at compute time
+
     def __init__(self, *args, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.seed = seed
 
     def compute(self) -> tuple[Tensor, Tensor]:
+        # in float64, as torch-fidelity: float32 kernels lose ~1e-4 of KID to rounding
+        kept = self.real_features, self.fake_features
+        real = [self.reference] if self.reference is not None else _as_list(kept[0])
+        self.real_features = [f.double() for f in real]
+        self.fake_features = [f.double() for f in _as_list(kept[1])]
+        try:
+            return self._compute()
+        finally:
+            self.real_features, self.fake_features = kept
+
+    def _compute(self) -> tuple[Tensor, Tensor]:
         n = min(
             sum(len(f) for f in _as_list(self.real_features)),
             sum(len(f) for f in _as_list(self.fake_features)),
@@ -106,9 +146,12 @@ class RestorationMetrics(nn.Module):
         kid_subset_size: int = 1000,
         kid_subsets: int = 100,
         seed: int = 0,
+        niqe: nn.Module | None = None,
+        reference: Tensor | None = None,
     ):
         super().__init__()
         self.lpips_nets = nn.ModuleDict(dict(lpips_nets or {}))
+        self.niqe = niqe
         names = list(PER_IMAGE_NAMES) + [f"lpips_{n}" for n in self.lpips_nets]
         self.means = nn.ModuleDict({n: MeanMetric(nan_strategy="ignore") for n in names})
         if isinstance(feature, _SharedFeatures):  # e.g. another instance's ``fid.inception``
@@ -127,6 +170,9 @@ class RestorationMetrics(nn.Module):
                     normalize=False,
                     seed=seed,
                 )
+            # a fixed real set (rls.fid_stats): the HR images of the run are not added
+            self.fid.reference = self.kid.reference = reference
+        self.reference = reference
 
     @classmethod
     def pretrained(
@@ -138,6 +184,7 @@ class RestorationMetrics(nn.Module):
         kid_subset_size: int = 1000,
         kid_subsets: int = 100,
         seed: int = 0,
+        niqe: bool = True,
     ) -> RestorationMetrics:
         """The paper's suite with pretrained networks; missing ones are skipped with a warning."""
         nets = {}
@@ -148,7 +195,8 @@ class RestorationMetrics(nn.Module):
         feature = (
             build_inception(_in_dir(weights_dir, "inception"), allow_download) if fid else None
         )
-        return cls(nets, feature, kid_subset_size, kid_subsets, seed)
+        niqe_net = build_niqe(_in_dir(weights_dir, "niqe"), allow_download) if niqe else None
+        return cls(nets, feature, kid_subset_size, kid_subsets, seed, niqe_net)
 
     @torch.no_grad()
     def update(
@@ -161,17 +209,12 @@ class RestorationMetrics(nn.Module):
         w_true: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Accumulate one batch; returns its per-image metrics (for a results table)."""
-        values = per_image_metrics(sr, hr, y, D, self.lpips_nets, w_hat, w_true)
+        values = per_image_metrics(sr, hr, y, D, self.lpips_nets, w_hat, w_true, self.niqe)
         nan = torch.full((sr.shape[0],), math.nan, device=sr.device)
         for name, mean in self.means.items():
             mean.update(values.get(name, nan))
         if self.fid is not None and hr is not None:
-            real = hr.float().clamp(0, 1).to(sr.device)
-            fake = sr.float().clamp(0, 1)
-            for metric in (self.fid, self.kid):
-                metric.update(real, real=True)
-                metric.update(fake, real=False)
-            self.fid.inception.clear()
+            self.update_set_level(sr, hr)
         return values
 
     @torch.no_grad()
@@ -180,9 +223,10 @@ class RestorationMetrics(nn.Module):
         from their files, so the set-level values cover every image of the run)."""
         if self.fid is None:
             return
-        real, fake = hr.float().clamp(0, 1), sr.float().clamp(0, 1)
+        real, fake = hr.float().clamp(0, 1).to(sr.device), sr.float().clamp(0, 1)
         for metric in (self.fid, self.kid):
-            metric.update(real, real=True)
+            if self.reference is None:
+                metric.update(real, real=True)
             metric.update(fake, real=False)
         self.fid.inception.clear()
 

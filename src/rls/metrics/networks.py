@@ -111,6 +111,7 @@ class InceptionFeatures(nn.Module):
                 f"{weights_file}: refused as Inception weights ({why}); nothing in it was"
                 " executed. Delete it (it is downloaded again) or pass another weights_dir"
             ) from None
+        self.weights_name = os.path.basename(os.fspath(weights_file))  # the FID protocol
         clean = io.BytesIO()
         torch.save(state, clean)
         clean.seek(0)
@@ -135,6 +136,18 @@ def build_inception(
         log.warning("FID and KID skipped: %s", err)
         return None
     return InceptionFeatures(path)
+
+
+def build_niqe(weights_path: str | os.PathLike | None = None, allow_download: bool | None = None):
+    """NIQE with its pristine model, or ``None`` and one warning if the file is missing."""
+    from rls.niqe import NIQE, PARAMS_NAME
+
+    try:
+        path = resolve_weights(PARAMS_NAME, weights_path, allow_download)
+    except MissingWeightsError as err:
+        log.warning("NIQE skipped: %s", err)
+        return None
+    return NIQE.from_file(path)
 
 
 def _in_dir(weights_dir, name: str):

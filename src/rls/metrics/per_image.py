@@ -17,7 +17,9 @@ from torchmetrics.functional.image import (
 
 log = logging.getLogger("rls.metrics")
 
-PER_IMAGE_NAMES = ("psnr", "ssim", "ms_ssim", "lr_psnr", "latent_error")
+# the method name of the rows that score the HR images themselves (NIQE of the ground truth)
+GROUND_TRUTH = "ground_truth"
+PER_IMAGE_NAMES = ("psnr", "ssim", "ms_ssim", "lr_psnr", "niqe", "latent_error")
 # torchmetrics' MS-SSIM (5 scales, 11-tap window) needs side // (5 - 1)**2 > 11 - 1.
 MS_SSIM_MIN_SIZE = 176
 _notes_given: set[str] = set()
@@ -78,6 +80,22 @@ def ms_ssim(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
+def niqe_scores(net: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``net(x)`` ``[B]``; NaN with one note when the images are below the net's
+    ``min_size`` (NIQE: one 96² patch)."""
+    from rls.niqe import MIN_SIZE
+
+    min_size = getattr(net, "min_size", MIN_SIZE)
+    if min(x.shape[-2:]) < min_size:
+        _note_once(
+            "niqe",
+            f"NIQE needs images of at least {min_size}px a side (one 96x96 patch); "
+            f"got {tuple(x.shape[-2:])}, reported as NaN",
+        )
+        return torch.full((x.shape[0],), math.nan, device=x.device)
+    return net(x).float().to(x.device).reshape(x.shape[0])
+
+
 def latent_error(w_hat: Tensor, w_true: Tensor) -> Tensor:
     """Mean squared W+ error ``[B]`` between the found and the true codes (broadcast W to W+)."""
     w_hat, w_true = torch.broadcast_tensors(w_hat.float(), w_true.float())
@@ -93,12 +111,14 @@ def per_image_metrics(
     lpips_nets: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
     w_hat: Tensor | None = None,
     w_true: Tensor | None = None,
+    niqe: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Per-image metrics, each a float tensor ``[B]``, all on [0, 1] images.
 
-    ``hr`` may be ``None`` (LR-only inputs): then only ``lr_psnr`` (and ``latent_error``) are
-    computed. ``lpips_nets`` maps a name (``"alex"``, ``"vgg"``) to a callable ``(a, b) -> [B]``;
-    each gives ``lpips_<name>``. ``lr_psnr`` = PSNR(D(sr), y) needs ``y`` and ``D``.
+    ``hr`` may be ``None`` (LR-only inputs): then only ``lr_psnr``, ``niqe`` (and
+    ``latent_error``) are computed. ``lpips_nets`` maps a name (``"alex"``, ``"vgg"``) to a
+    callable ``(a, b) -> [B]``; each gives ``lpips_<name>``. ``lr_psnr`` = PSNR(D(sr), y)
+    needs ``y`` and ``D``. ``niqe``: a no-reference scorer ``x -> [B]`` of ``sr``.
     """
     sr = sr.float().clamp(0, 1)
     out: dict[str, Tensor] = {}
@@ -113,6 +133,8 @@ def per_image_metrics(
             out[f"lpips_{name}"] = net(sr, hr).float().reshape(sr.shape[0])
     if y is not None and D is not None:
         out["lr_psnr"] = psnr(D(sr), y.float().to(sr.device))
+    if niqe is not None:
+        out["niqe"] = niqe_scores(niqe, sr)
     if w_hat is not None and w_true is not None:
         out["latent_error"] = latent_error(w_hat, w_true.to(w_hat.device))
     return out

@@ -46,6 +46,7 @@ COLUMNS = [
     "ssim",
     "lpips",
     "lr_psnr",
+    "niqe",
     "flow_nll",
     "latent_error",
     "steps",
@@ -58,6 +59,7 @@ METRIC_COLUMNS = [
     "ssim",
     "lpips",
     "lr_psnr",
+    "niqe",  # no reference; the method ground_truth holds the HR images' own
     "flow_nll",
     "latent_error",  # ‖ŵ - w‖ to the true code, for generator-sampled targets only
     "steps",
@@ -284,9 +286,16 @@ def load_png(path: str | Path) -> torch.Tensor:
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
-def write_summary(run_dir: str | Path, rows: list[dict], dataset_metrics=None) -> dict:
+def write_summary(
+    run_dir: str | Path, rows: list[dict], dataset_metrics=None, fid_protocol=None
+) -> dict:
+    """summary.json: ``methods`` (:func:`summarize`) and ``fid_protocol`` (the real set,
+    preparation, resolution and feature network of FID/KID; absent without them)."""
     summary = summarize(rows, dataset_metrics)
-    data = json.dumps({"methods": summary}, indent=2, allow_nan=False, default=str)
+    content = {"methods": summary}
+    if fid_protocol:
+        content["fid_protocol"] = fid_protocol
+    data = json.dumps(content, indent=2, allow_nan=False, default=str)
     atomic_write_bytes(Path(run_dir) / "summary.json", data.encode("utf-8"))
     return summary
 

@@ -17,6 +17,7 @@ import json
 import math
 from pathlib import Path
 
+from rls.metrics import GROUND_TRUTH  # the HR images' own scores: a row, no images
 from rls.reports.run_files import METRIC_COLUMNS, atomic_write_bytes, image_path, read_rows
 
 MAX_GRID_IMAGES = 24  # keeps report.html a few MB at most
@@ -25,6 +26,7 @@ _LABELS = {
     "ssim": "SSIM ↑",
     "lpips": "LPIPS ↓",
     "lr_psnr": "LR-PSNR ↑",
+    "niqe": "NIQE ↓",
     "flow_nll": "flow NLL ↓",
     "latent_error": "latent error ↓",
     "steps": "steps",
@@ -167,6 +169,17 @@ def _cell(uri: str | None, caption: str) -> str:
     return f'<td>{img}<div class="caption">{html.escape(caption)}</div></td>'
 
 
+def _fid_protocol(protocol: dict) -> str:
+    """The FID/KID protocol of summary.json as a short list (nothing without FID/KID)."""
+    if not protocol:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(key.replace('_', ' '))}: {html.escape(str(value))}</li>"
+        for key, value in protocol.items()
+    )
+    return f"<p>FID/KID protocol:</p><ul>{items}</ul>"
+
+
 def _grids(run_dir: Path, rows: list[dict], methods: list[str]) -> str:
     by_pair = {(r["image_id"], r["method"]): r for r in rows}
     ids = sorted({r["image_id"] for r in rows if r["status"] == "ok"})
@@ -216,7 +229,11 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
         from rls.reports.run_files import summarize
 
         summary = summarize(rows)
+    fid_protocol = {}
+    if summary_path.exists():
+        fid_protocol = json.loads(summary_path.read_text()).get("fid_protocol") or {}
     methods = list(summary) or sorted({r["method"] for r in rows})
+    restored = [m for m in methods if m != GROUND_TRUTH]  # the HR images' own scores
     first = next((r for r in rows if r.get("scale")), {})
     meta = f"{len({r['image_id'] for r in rows})} images · methods: {', '.join(methods)}"
     if first:
@@ -232,12 +249,13 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
 <p>{html.escape(meta)}</p>
 <h2>Summary (mean ± std over images that succeeded)</h2>
 {_summary_table(summary)}
+{_fid_protocol(fid_protocol)}
 <h2>Realism–fidelity</h2>
-{_plot(rows, methods)}
+{_plot(rows, restored)}
 <h2>Realism–fidelity trade-off (method means)</h2>
 {_tradeoff(summary, config_path)}
 <h2>Images: LR | each method | HR</h2>
-{_grids(run_dir, rows, methods)}
+{_grids(run_dir, rows, restored)}
 <h2>Failed images</h2>
 {_failures(rows)}
 <h2>Configuration</h2>

@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from rls.reports.paper_table import write_paper_table
 from rls.reports.run_files import atomic_write_bytes, image_path
 from rls.reports.sweep import SWEEP_FILES, TABLE_METRICS, Sweep, sweep_csv
 from rls.reports.tradeoff import families, fidelity_metric, figure_uri, method_configs
@@ -237,7 +238,9 @@ def sweep_report_html(sweep: Sweep, title: str) -> str:
 
 
 def write_sweep(sweep: Sweep, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
-    """Write sweep.csv, sweep.json and sweep_report.html into ``out_dir`` (atomically)."""
+    """Write sweep.csv, sweep.json and sweep_report.html into ``out_dir`` (atomically), and
+    the paper's table (:mod:`rls.reports.paper_table`: paper_table.md/.tex/.csv) once a
+    member has a summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = dict(zip(("csv", "json", "html"), (out_dir / f for f in SWEEP_FILES)))
@@ -246,4 +249,7 @@ def write_sweep(sweep: Sweep, out_dir: str | Path, title: str | None = None) -> 
     atomic_write_bytes(paths["json"], data.encode("utf-8"))
     title = title or f"Sweep report: {out_dir.name}"
     atomic_write_bytes(paths["html"], sweep_report_html(sweep, title).encode("utf-8"))
+    table = write_paper_table(sweep, out_dir)  # methods x (column x metric)
+    if table is not None:
+        paths["paper_table"] = table["md"]
     return paths

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rls.reports.paper_table import paper_table, to_markdown
 from rls.reports.sweep import TABLE_METRICS, load_sweep
 from rls.reports.wandb_offline import OfflineRun, find_runs, read_run
 
@@ -126,6 +127,12 @@ def build_report(paths: list[str | Path], entity: str, project: str | None = Non
     for metric, label in METRIC_LABELS.items():
         if any(s is not None for per in table[metric].values() for s in per.values()):
             blocks += [wr.H3(label), wr.MarkdownBlock(text=markdown_table(sweep, metric))]
+    paper = paper_table(sweep)  # the members' summary.json, as paper_table.md
+    if paper["columns"]:
+        blocks += [
+            wr.H2("The paper's table: methods × (column × metric), best in bold"),
+            wr.MarkdownBlock(text=to_markdown(paper)),
+        ]
 
     summary = _keys(runs, "summary")
     scatters = [

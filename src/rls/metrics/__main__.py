@@ -1,0 +1,5 @@
+import sys
+
+from rls.metrics.cli import main
+
+sys.exit(main())
