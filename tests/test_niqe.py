@@ -12,8 +12,8 @@ import pytest
 import torch
 from niqe_cases import CASES, case_image
 
-from rls import metrics, niqe, weights
-from rls.metrics import RestorationMetrics, per_image_metrics
+from rls import niqe, weights
+from rls.metrics import RestorationMetrics, per_image, per_image_metrics
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 PARAMS = REFERENCE / "niqe_pris_params.npz"
@@ -76,7 +76,7 @@ def test_niqe_ranks_noise_and_blur_as_less_natural(reference):
 
 def test_small_images_are_nan_with_one_note(net, caplog):
     caplog.set_level(logging.INFO, logger="rls.metrics")
-    metrics._notes_given.discard("niqe")
+    per_image._notes_given.discard("niqe")
     x = torch.rand(2, 3, 64, 64)
     out = per_image_metrics(x, x, niqe=net)["niqe"]
     assert out.shape == (2,) and torch.isnan(out).all()
