@@ -43,6 +43,9 @@ RESULT_KEYS = (
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of everything that changes the results of a run."""
     values = {k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in RESULT_KEYS}
+    precision = str((cfg.get("trainer") or {}).get("precision", "32-true"))
+    if precision not in ("32-true", "32"):  # bf16 / TF32 results differ: a run of their own
+        values["precision"] = precision
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -320,6 +323,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         logger=logger,
         callbacks=callbacks,
         inference_mode=False,
+        precision="32-true",  # trainer.precision applies to the generator (rls.speed), not metrics
         default_root_dir=str(run_dir),
     )
     return pl.Trainer(**kwargs)
@@ -334,8 +338,10 @@ def evaluate(cfg: DictConfig) -> Path:
     from rls.lit.search_module import SearchModule, anchor_sources
     from rls.preflight import check_against_generator, check_evaluation
     from rls.reports.run_files import atomic_write_bytes, finished_pairs
+    from rls.speed import accelerate, check_precision
 
     check_config(cfg)
+    precision = check_precision(cfg.trainer.get("precision"))  # before any loading
     plain = OmegaConf.to_container(cfg, resolve=True)
     checked = check_evaluation(plain)  # scale, data, LR sizes, methods: before any loading
     methods = build_methods(cfg)
@@ -349,7 +355,7 @@ def evaluate(cfg: DictConfig) -> Path:
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
     print(f"[evaluate] run directory: {run_dir}")
 
-    G = instantiate(cfg.generator)
+    G = accelerate(instantiate(cfg.generator), precision=precision, **(cfg.get("speed") or {}))
     if checked["resolution"] != G.img_resolution:  # a checkpoint that tells it only now
         check_against_generator(plain, G.img_resolution)
     corruption = OmegaConf.to_container(cfg.corruption, resolve=True)

@@ -5,10 +5,12 @@ Phases, each a subprocess with its own time limit, each writing JSON into ``--ou
 
 1. ``gpu_tests.json``: the CUDA tests (``pytest -m gpu``: generator CUDA vs CPU, one RLS and
    one RLS+ step at config-f 1024² on CUDA vs CPU).
-2. ``gpu_search_{fp32,tf32,compiled}.json``: ``benchmarks/search.py`` at config-f 1024² on
+2. ``gpu_search_{fp32,tf32}.json``: ``benchmarks/search.py`` at config-f 1024² on
    CUDA, batch 1, 4, 8: seconds per RLS / RLS+ step, peak ``max_memory_allocated``, seconds
-   per image of the authors' recipe; TF32 on in the second; the third with
-   ``torch.compile`` of the synthesis network (RLS only), skipped where compile is missing.
+   per image of the authors' recipe; TF32 on in the second.
+2b. ``gpu_speed.json``: ``benchmarks/speed.py`` at config-f 1024², batch 1: RLS and RLS+
+   steps eager, compiled (``torch.compile``, with its compile time), bf16-mixed, compiled +
+   bf16 and channels-last, each with its largest image difference to eager.
 3. ``gpu_evaluate.json``: ``evaluate.py`` on 20 generated 1024² photos at x16 with random
    config-f weights (RLS + RLS+): wall time, images/s and the summary.
 
@@ -117,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bench += ["--batches", "1", "4", "8", "--steps", "5"]
     parts = [] if dry else ["--breakdown", "--reps", "3"]
-    variants = {
-        "fp32": parts,
-        "tf32": ["--tf32", *parts],
-        "compiled": ["--compile", "--methods", "rls"],
-    }
+    variants = {"fp32": parts, "tf32": ["--tf32", *parts]}
     for variant, extra in variants.items():
         if dry and variant != "fp32":
             continue  # the same script with a flag; inductor needs minutes of C++ on a CPU
@@ -129,6 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [*bench, *extra, "--out", str(target)]
         log = logs / f"search_{variant}.log"
         phases.append(run_phase(f"search_{variant}", cmd, limit(150), log))
+
+    # 2b. the speed settings (rls.speed) on the RLS and RLS+ steps; the dry run skips
+    # compiling (minutes of C++ on a CPU) but runs the same script on bf16
+    speed = [py, "benchmarks/speed.py", "--device", device, "--out", str(out / "gpu_speed.json")]
+    if dry:
+        speed += ["--img-resolution", "16", "--steps", "2", "--variants", "eager", "bf16"]
+        speed += ["--methods", "rls"]
+    else:
+        speed += ["--img-resolution", "1024", "--steps", "5", "--variants", "eager", "compiled"]
+        speed += ["bf16", "compiled_bf16", "channels_last"]
+    phases.append(run_phase("speed", speed, limit(300), logs / "speed.log"))
 
     # 3. 20 photos at x16 through evaluate.py on random config-f weights
     photos = out / "gpu_photos"

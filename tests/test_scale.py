@@ -151,7 +151,7 @@ def test_gpu_check_dry_run_runs_every_phase_on_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["ok"] and report["dry_run"]
-    assert [p["phase"] for p in report["phases"]] == ["tests", "search_fp32", "evaluate"]
+    assert [p["phase"] for p in report["phases"]] == ["tests", "search_fp32", "speed", "evaluate"]
     tests = json.loads((tmp_path / "gpu_tests.json").read_text())
     assert tests["counts"].get("skipped", 0) >= 3  # the CUDA tests: collected, no device here
     bench = json.loads((tmp_path / "gpu_search_fp32.json").read_text())
@@ -161,6 +161,9 @@ def test_gpu_check_dry_run_runs_every_phase_on_cpu(tmp_path):
     assert not bench["tf32"] and bench["load_average_1_5_15"]
     assert all(r["s_per_step"] > 0 and r["peak_bytes"] > 0 for r in bench["rows"])
     assert (tmp_path / "gpu_search_fp32.md").exists()  # the table the README quotes
+    speed = json.loads((tmp_path / "gpu_speed.json").read_text())
+    assert [r["variant"] for r in speed["rows"]] == ["eager", "bf16"]
+    assert 0 < speed["rows"][1]["max_abs_diff_vs_eager"] < 0.1  # bf16 ran, close to fp32
     evaluation = json.loads((tmp_path / "gpu_evaluate.json").read_text())
     methods = evaluation["summary"]["methods"]
     assert methods["rls"]["ok"] == methods["rls_plus"]["ok"] == 2

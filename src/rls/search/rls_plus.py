@@ -42,6 +42,7 @@ from rls.search.losses import lr_l1, to_unit
 from rls.search.projections import project_l1_ball
 from rls.search.projections import renormalize as standardize
 from rls.search.rls import noise_names, rls_stage
+from rls.speed import compiled_like
 
 STEPS_BY_SCALE = {8: 80, 16: 70, 32: 30, 64: 20}
 CONSTRAINTS = ("latent", "weights", "both")
@@ -67,13 +68,19 @@ def render_with_deltas(ctx: SearchContext, v: dict, tune_weights: bool) -> Rende
         return Rendered(image=S(ws, noise=noise), latents=ws)
     theta0 = dict(S.named_parameters())
     deltas = {name: v[DELTA + name] for name in theta0}
+    # compiled as a whole when the generator is (rls.speed): a compiled forward called
+    # under vmap runs eagerly, the vmap has to be inside the compiled function
+    render = compiled_like(S, _render_per_image)
+    return Rendered(image=render(S, theta0, deltas, ws, noise), latents=ws)
 
+
+def _render_per_image(S, theta0: dict, deltas: dict, ws: Tensor, noise: list) -> Tensor:
     def one(delta, w, noise_b):
         params = {name: theta0[name] + delta[name] for name in theta0}
         noise_1 = [n.unsqueeze(0) for n in noise_b]
         return functional_call(S, params, (w.unsqueeze(0),), {"noise": noise_1}).squeeze(0)
 
-    return Rendered(image=vmap(one)(deltas, ws, noise), latents=ws)
+    return vmap(one)(deltas, ws, noise)
 
 
 def rls_plus_stage(
