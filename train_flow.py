@@ -32,11 +32,12 @@ from rls.lit import cached_flow, fit_flow
 def main(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    G = instantiate(cfg.generator)
+    # the recipe first: settings that cannot train are refused before the generator is built
     recipe = FlowRecipe.from_settings(
         OmegaConf.to_container(cfg.flow, resolve=True),
         OmegaConf.to_container(cfg.flow_training, resolve=True),
     )
+    G = instantiate(cfg.generator)
     cached = not cfg.output_dir
     output_dir = (
         flow_cache_dir(cfg.flow_training.cache_dir, G, recipe) if cached else Path(cfg.output_dir)

@@ -8,7 +8,9 @@ histogram against χ²(w_dim) and Gaussianity numbers on held-out w.
 
 - ``flow/chi2``: histogram of ‖f(w)‖² for the flow and every older prior vs χ²(w_dim),
 - ``flow/moments`` and ``flow/qq``: per-dimension moments and QQ plots of the flow's f(w),
-- ``flow/nll``: held-out NLL of every prior side by side (bar chart + table).
+- ``flow/nll``: held-out NLL of every prior side by side (bar chart + table),
+- ``flow/nll_curve``: the held-out NLL after every validation of the training (the curve
+  the stopping rule read), the older priors as lines, the best step marked.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class FlowReport(pl.Callback):
         report = getattr(pl_module, "report", None)
         if not trainer.is_global_zero or not report:
             return
-        from rls.flows import chi2_figure, moments_figure, nll_figure, qq_figure
+        from rls.flows import chi2_figure, moments_figure, nll_curve_figure, nll_figure, qq_figure
 
         out_dir = self.out_dir or trainer.default_root_dir
         z = report["z"]
@@ -43,6 +45,11 @@ class FlowReport(pl.Callback):
             "flow/qq": qq_figure(z["flow"], dims=self.qq_dims),
             "flow/nll": nll_figure(report["val_nll"]),
         }
+        curve = getattr(pl_module, "curve", None)
+        if curve:
+            older = {k: v for k, v in report["val_nll"].items() if k != "flow"}
+            best = min(curve, key=lambda p: p["val_nll"])["step"]
+            figures["flow/nll_curve"] = nll_curve_figure(curve, older, best)
         for key, fig in figures.items():
             path = log_figure(trainer, key, fig, out_dir)
             if path is not None:

@@ -100,7 +100,7 @@ def test_recipe_key_names_what_changes_the_flow():
         for c in (_compose("train_flow", []), _compose("evaluate", []))
     ]
     assert recipes[0] == recipes[1] and recipes[0].flow["family"] == "maf_paper"
-    assert json.loads(json.dumps(recipes[0].training_kwargs()))["max_steps"] == 1500
+    assert json.loads(json.dumps(recipes[0].training_kwargs()))["max_steps"] == 50000
 
 
 def test_generator_key_follows_the_mapping_network():

@@ -1,7 +1,9 @@
 """The authors' MAF (family maf_paper) and the reader of their flow checkpoints."""
 
+import argparse
 import math
 import pickle
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -148,8 +150,89 @@ def test_hostile_stats_pickle_or_checkpoint_executes_nothing(tmp_path):
     with pytest.raises(CheckpointError, match=r"hostile\.pkl.*refused.*posix\.system"):
         load_prior(state_path, stats=hostile)
     torch.save({"model": _Hostile(marker)}, tmp_path / "hostile.pth")
-    with pytest.raises(CheckpointError, match=r"hostile\.pth.*not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"hostile\.pth: refused.*posix\.system"):
         load_prior(tmp_path / "hostile.pth", stats=hostile)
+    assert not marker.exists()
+
+
+def training_script_arguments():
+    """The arguments of the authors' flow-training script (CPFLOW_lib/train_tab_w.py at
+    f8df15d), parsed as it parses them: an ``argparse.Namespace`` of strings, numbers,
+    booleans and None."""
+    parser = argparse.ArgumentParser("Convex Potential Flow")
+    for name, default in (
+        ("--data", "wlatent"), ("--arch", "icnn2"), ("--softplus_type", "gaussian_softplus"),
+        ("--save", "experiments/cpfw_512_2"), ("--data_root", None), ("--resume", False),
+    ):  # fmt: skip
+        parser.add_argument(name, type=str, default=default)
+    for name, default in (
+        ("--zero_softplus", True), ("--symm_act_first", False), ("--trainable_w0", True),
+    ):  # fmt: skip
+        parser.add_argument(name, type=eval, choices=[True, False], default=default)
+    for name, default in (
+        ("--dimh", 4096), ("--nhidden", 5), ("--nblocks", 10), ("--nepochs", 1000),
+        ("--early_stopping", 20), ("--batch_size", 256), ("--val_batch_size", 256),
+        ("--test_batch_size", 256), ("--cuda", None), ("--seed", 0), ("--val_freq", 200),
+        ("--log_freq", 100), ("--train_est_freq", None),
+    ):  # fmt: skip
+        parser.add_argument(name, type=int, default=default)
+    for name, default in (("--clip_grad", 0.0), ("--lr", 1e-3), ("--wd", 1e-6),
+                          ("--atol", 1e-3), ("--rtol", 0.0)):  # fmt: skip
+        parser.add_argument(name, type=float, default=default)
+    for name in ("--preload_data", "--evaluate", "--fp64", "--brute_val"):
+        parser.add_argument(name, action="store_true", default=False)
+    args = parser.parse_args([])
+    args.train_est_freq = args.train_est_freq or args.log_freq  # as the script does after parsing
+    return args
+
+
+def save_as_training_script(state, path, args):
+    """What the authors' training script writes on a better validation log-likelihood:
+    ``torch.save({'args', 'model', 'optim', 'iters', 'ndecs'}, .../best_model.pth)`` with
+    the model's state dict and the state of its Adam (betas 0.9/0.99, weight decay) after
+    some steps."""
+    params = [v.clone().requires_grad_() for v in state.values() if v.is_floating_point()]
+    optim = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.wd)
+    for _ in range(2):
+        optim.zero_grad()
+        sum(p.square().sum() for p in params).backward()
+        optim.step()
+    itr, ndecs = 4199, 1
+    torch.save(
+        {
+            "args": args,
+            "model": OrderedDict(state),
+            "optim": optim.state_dict(),
+            "iters": itr + 1,
+            "ndecs": ndecs,
+        },
+        path,
+    )
+
+
+def test_checkpoint_of_the_authors_training_script_loads_with_their_density(tmp_path):
+    flow = trained_like_port()
+    state, _, stats_path = authors_files(flow, tmp_path)
+    path = tmp_path / "experiments" / "best_model.pth"
+    path.parent.mkdir()
+    save_as_training_script(state, path, training_script_arguments())
+    loaded = load_prior(path, stats=stats_path)
+    val = skewed(300, seed=6)
+    with torch.no_grad():
+        x = (val - flow.mu) / flow.sigma
+        theirs = authors_log_probs(state, x) - flow.sigma.log().sum()
+        torch.testing.assert_close(loaded.log_prob(val), theirs, rtol=0, atol=1e-4)
+
+
+def test_training_script_checkpoint_with_code_in_its_arguments_is_refused(tmp_path):
+    flow = trained_like_port()
+    state, _, stats_path = authors_files(flow, tmp_path)
+    marker = tmp_path / "pwned"
+    args = training_script_arguments()
+    args.resume = _Hostile(marker)  # a Namespace is allowed; what it holds is not
+    save_as_training_script(state, tmp_path / "best_model.pth", args)
+    with pytest.raises(CheckpointError, match=r"best_model\.pth: refused.*posix\.system"):
+        load_prior(tmp_path / "best_model.pth", stats=stats_path)
     assert not marker.exists()
 
 

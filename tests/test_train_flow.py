@@ -14,9 +14,10 @@ from hydra.utils import instantiate
 from callbacks.flow_report import FlowDiagnostics, FlowReport
 from callbacks.loggers import make_logger, wandb_mode
 from rls.flows import WFlow, sample_w
+from rls.flows.recipe import FlowRecipe, RecipeError
 from rls.generators import load_generator
 from rls.lit import fit_flow
-from rls.lit.flow_module import flow_seed
+from rls.lit.flow_module import AuthorsDecay, flow_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_FLOW = {"family": "maf", "transforms": 2, "hidden": [32, 32]}
@@ -112,6 +113,68 @@ def test_flow_config_for_another_w_dim_is_refused(G, tmp_path):
         )  # fmt: skip
 
 
+def test_stopping_rule_keeps_the_best_checkpoint(G, tmp_path):
+    """A rate too high for the flow makes the held-out NLL rise after its best: training
+    stops `patience` validations after the best, and the flow written is the best one."""
+    run = {**SMALL_RUN, "lr": 0.3, "epoch_size": 512, "patience": 3}
+    flow, metrics = fit_flow(
+        G, SMALL_FLOW, max_steps=400, output_dir=tmp_path, trainer_kwargs=QUIET, **run
+    )
+    curve = [p["val_nll"] for p in metrics["curve"]]
+    best = min(range(len(curve)), key=curve.__getitem__)
+    assert metrics["stopped"] == "plateau" and metrics["steps"] < 400
+    assert len(curve) == best + 1 + 3, curve  # stopped 3 validations after the best
+    assert curve[-1] > curve[best] + 1, curve  # the last one is clearly worse
+    assert metrics["best_step"] == metrics["curve"][best]["step"]
+    val_w = sample_w(G, 1024, flow_seed(0, "val"))
+    saved = WFlow.load(tmp_path / "flow.safetensors", generator=G)
+    assert saved.nll(val_w).item() == pytest.approx(curve[best], abs=1e-3)
+    assert metrics["val_nll"]["flow"] == pytest.approx(curve[best], abs=1e-3)
+
+
+def test_authors_rate_rule_divides_by_10_then_100_on_a_plateau():
+    """CPFLOW_lib/train_tab_w.py's update_lr with patience 20: lr/10 at the 7th validation
+    without improvement, lr/100 at the 13th, never raised again by an improvement."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    sched = AuthorsDecay(opt, patience=20)
+    rates = []
+    for nll in [5.0, 4.0] + [4.0] * 6 + [4.5] + [3.0] + [3.5] * 13:
+        sched.step(nll)
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates[:8] == [1e-3] * 8  # 6 bad validations: still lr
+    assert rates[8] == pytest.approx(1e-4)  # the 7th: lr/10
+    assert rates[9] == pytest.approx(1e-4)  # an improvement keeps lr/10
+    assert rates[9 + 12] == pytest.approx(1e-4) and rates[9 + 13] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("flow_training.max_steps=0", "max_steps=0"), ("flow_training.max_steps=-5", "max_steps=-5"),
+     ("flow_training.batch_size=-4", "batch_size=-4"), ("flow_training.lr=0", "lr=0.0"),
+     ("flow_training.lr=-1e-3", "lr=-0.001"), ("flow_training.epoch_size=100", "batch_size=512"),
+     ("flow_training.patience=0", "patience=0"),
+     ("flow_training.schedule=cosin", "schedule='cosin'")],
+)  # fmt: skip
+def test_untrainable_settings_are_refused_before_anything_is_built(tmp_path, override, key):
+    """train_flow.py names the key before the generator is built (here a missing file that
+    would fail first) and writes nothing."""
+    import train_flow
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train_flow", [override, "logger=none", "generator=local",
+                                     f"generator.source={tmp_path / 'missing.pkl'}",
+                                     f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    with pytest.raises(RecipeError, match=rf"^flow_training\.{key}"):
+        train_flow.main.__wrapped__(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_flow_refuses_no_steps_before_building(G, tmp_path):
+    with pytest.raises(RecipeError, match=r"flow_training\.max_steps=0"):
+        fit_flow(G, SMALL_FLOW, max_steps=0, output_dir=tmp_path / "out", **SMALL_RUN)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "flow, family", [("maf", "maf"), ("maf_paper", "maf_paper"), ("maf_zuko", "maf"),
                      ("nsf", "nsf"), ("realnvp", "realnvp")]
@@ -185,6 +248,24 @@ def test_maf_beats_every_older_prior_on_held_out_nll(G, tmp_path):
     assert set(nll) == {"flow", *older}
     assert all(nll["flow"] < nll[k] - 5 for k in older), nll
     assert metrics["flow_beats_all_older_priors"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generator", ["tiny", "tiny64"])
+def test_default_recipe_beats_every_older_prior(generator, tmp_path):
+    """The README's flow table: the default flow (flow=maf_paper) trained by the default
+    recipe (to its held-out plateau) has a lower held-out NLL than BRGM's, PULSE/ILO's and
+    Wulff & Torralba's priors on both shipped generators. Long: thousands of steps on a CPU."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train_flow", [f"generator={generator}"])
+    recipe = FlowRecipe.from_settings(dict(cfg.flow), dict(cfg.flow_training))
+    _, metrics = fit_flow(
+        instantiate(cfg.generator), recipe.flow, output_dir=tmp_path, trainer_kwargs=QUIET,
+        **recipe.training_kwargs(),
+    )  # fmt: skip
+    nll = metrics["val_nll"]
+    assert metrics["stopped"] == "plateau", metrics["steps"]
+    assert all(nll["flow"] < v for k, v in nll.items() if k != "flow"), nll
 
 
 @pytest.mark.slow

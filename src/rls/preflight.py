@@ -176,6 +176,16 @@ def image_sizes(root: Path) -> Counter:
     return sizes
 
 
+def check_flow_training(flow: Mapping, flow_training: Mapping) -> None:
+    """The flow-training recipe (``flow_training.*``): steps, sizes and rates that can train."""
+    from rls.flows.recipe import FlowRecipe, RecipeError
+
+    try:
+        FlowRecipe.from_settings(dict(flow), dict(flow_training))
+    except RecipeError as err:
+        raise PreflightError(str(err)) from None
+
+
 def check_lr_sizes(root: Path, lr_side: int, scale: int, resolution: int, key: str) -> Counter:
     """Sizes of the LR images in ``root`` against the side the search needs.
 
@@ -262,6 +272,8 @@ def _check(cfg: Mapping, resolution: int | None, only_resolution: bool = False) 
         prior_path = (cfg.get("prior") or {}).get("path")
         if prior_path:
             check_prior_path(prior_path)
+        else:  # the flow may be trained: its recipe must be trainable
+            check_flow_training(cfg.get("flow") or {}, cfg.get("flow_training") or {})
         check_run_settings(cfg)
         check_data(data)
         check_corruption(cfg.get("corruption") or {}, cfg.get("scale"))

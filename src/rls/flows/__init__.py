@@ -8,6 +8,7 @@ from .diagnostics import (
     gaussianity_stats,
     moments,
     moments_figure,
+    nll_curve_figure,
     nll_figure,
     qq_figure,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "load_prior",
     "moments",
     "moments_figure",
+    "nll_curve_figure",
     "nll_figure",
     "qq_figure",
     "read_prior_file",

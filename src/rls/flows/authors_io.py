@@ -2,14 +2,23 @@
 (``--save``/best_model.pth, ``{"model": state_dict}``) and the statistics pickle of their
 ``--nf_stat`` option (``{"mu": array, "std": array}``, the per-dimension standardisation).
 
+The only writer of ``best_model.pth`` in the authors' history, their training script
+(CPFLOW_lib/train_tab_w.py), saves ``{"args": argparse.Namespace, "model": state dict,
+"optim": optimiser state dict, "iters": int, "ndecs": int}``: the command-line arguments
+travel as a pickled ``argparse.Namespace``. That one class is allowed, nothing else.
+
 Nothing in either file is executed: the state dict is read with
-``torch.load(weights_only=True)`` and the pickle with the project's restricted unpickler
-(tensors, numpy arrays and plain data only).
+``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, whose reconstruction is an
+empty object whose ``__dict__`` is filled with plain data: no call into code of the file's
+choosing) and the pickle with the project's restricted unpickler (tensors, numpy arrays and
+plain data only).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rls.generators.formats_common import CheckpointError, describe
+from rls.generators.formats_common import CheckpointError, describe, refused_global
 from rls.generators.safe_unpickle import safe_load_pickle
 
 from .base import check_compatible
@@ -29,14 +38,25 @@ _LINEAR = re.compile(r"^(\d+)\.(joiner|trunk\.[13])\.linear\.(weight|bias)$")
 _MASK = re.compile(r"^(\d+)\.(joiner|trunk\.[13])\.mask$")
 _NORM = re.compile(r"^(\d+)\.(log_gamma|beta|running_mean|running_var)$")
 _OURS = "flow.transform.transforms."
+# what a weights-only load may build besides tensors and plain data: the training script's
+# arguments (``{"args": argparse.Namespace, ...}``)
+AUTHORS_GLOBALS = (argparse.Namespace,)
 
 
 def read_authors_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The flow state dict of an authors' checkpoint (under ``"model"``, or the file itself)."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(AUTHORS_GLOBALS)):
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"authors' flow checkpoint not found: {path}") from None
+    except pickle.UnpicklingError as err:
+        name = refused_global(err)
+        what = f"it asks for the global '{name}'" if name else str(err).splitlines()[0]
+        raise CheckpointError(
+            f"{describe(path)}: refused: it holds more than tensors, plain data and the "
+            f"training script's argparse.Namespace ({what}); nothing in it was executed"
+        ) from None
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(

@@ -120,3 +120,37 @@ def nll_figure(nll_by_prior: dict[str, float], title: str = "") -> Figure:
     ax.set_title(title or "NLL of every prior on the same held-out w")
     fig.tight_layout()
     return fig
+
+
+def nll_curve_figure(
+    curve: list[dict], older: dict[str, float] | None = None, best_step: int | None = None
+) -> Figure:
+    """The held-out NLL after every validation of a flow's training (``curve``: dicts with
+    ``step``, ``val_nll`` and ``lr``), the older priors' NLLs as horizontal lines, the best
+    step marked, and the learning rate on a second axis."""
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    steps = [p["step"] for p in curve]
+    ax.plot(steps, [p["val_nll"] for p in curve], color="C0", label="flow (held out)")
+    values = [p["val_nll"] for p in curve]
+    for i, (name, value) in enumerate((older or {}).items()):
+        ax.axhline(value, color=f"C{i + 1}", linestyle="--", linewidth=1, label=name)
+        values.append(value)
+    if best_step is not None:
+        label = f"best: step {best_step}"
+        ax.axvline(best_step, color="k", linestyle=":", linewidth=1, label=label)
+    if values:  # the flow's tail and the best older prior in view, not the first steps' NLL
+        tail = sorted(values)[: max(3, len(values) * 3 // 4)]
+        low, high = min(values), max(tail)
+        ax.set_ylim(low - 0.05 * (high - low + 1), high + 0.1 * (high - low + 1))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out NLL (nats per w)")
+    if curve:
+        lr_ax = ax.twinx()
+        lr_ax.step(steps, [p["lr"] for p in curve], where="post", color="C7", linewidth=0.8)
+        lr_ax.set_yscale("log")
+        lr_ax.set_ylabel("learning rate", color="C7")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("Held-out NLL during training (lower is better)")
+    fig.tight_layout()
+    return fig

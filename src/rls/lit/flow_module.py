@@ -12,21 +12,67 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rls.flows import WFlow, fit_older_priors, gaussianity_stats, sample_w
-from rls.flows.recipe import FLOW_FILE, FlowRecipe, flow_cache_dir, generator_key
+from rls.flows.recipe import (
+    FLOW_FILE,
+    SCHEDULES,
+    FlowRecipe,
+    check_training_settings,
+    flow_cache_dir,
+    generator_key,
+)
 from rls.generators.formats_common import refused_global
 from rls.seeding import seed_from_id
 
-SCHEDULES = ("cosine", "plateau", "constant")
+# the authors' flow-training optimiser (CPFLOW_lib/train_tab_w.py: Adam, betas 0.9/0.99,
+# weight decay added to the gradient)
+ADAM_BETAS = (0.9, 0.99)
+
+
+class AuthorsDecay(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """The learning-rate rule of the authors' flow-training script (CPFLOW_lib/train_tab_w.py,
+    ``update_lr``): after each validation without a lower held-out NLL (strictly lower, no
+    threshold), the count since the last improvement is compared with the early-stopping
+    patience P: past P//3 the rate becomes lr/10, past 2·(P//3) lr/100; an improvement
+    resets the count but never raises the rate again. Training stops after P such
+    validations (the early-stopping callback, same count).
+
+    Written by hand: ``ReduceLROnPlateau`` resets its count after each decay (so its second
+    decay comes after 2·(P//3 + 1) bad validations, not 2·(P//3) + 1) and its relative
+    threshold misjudges improvements of a negative NLL. Subclassed only so that Lightning
+    passes it the monitored metric and saves its state (``ndecs`` too) in checkpoints."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, patience: int):
+        super().__init__(optimizer, mode="min", factor=0.1, patience=patience)
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.ndecs = 0
+
+    def step(self, metrics, epoch=None):  # noqa: ARG002 - the signature Lightning calls
+        current = float(metrics)
+        self.last_epoch += 1
+        if current < self.best:
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+            third = self.patience // 3
+            if self.ndecs == 0 and self.num_bad_epochs > third:
+                self.ndecs = 1
+            elif self.ndecs == 1 and self.num_bad_epochs > 2 * third:
+                self.ndecs = 2
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base / 10**self.ndecs
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def flow_seed(seed: int, purpose: str) -> int:
@@ -51,9 +97,10 @@ class FlowModule(pl.LightningModule):
         seed: int = 0,
         lr: float = 1e-4,
         weight_decay: float = 1e-6,
-        schedule: str = "cosine",
+        schedule: str = "authors",
         max_steps: int = 1000,
         sample_batch_size: int = 8192,
+        patience: int = 20,
     ):
         super().__init__()
         if schedule not in SCHEDULES:
@@ -67,7 +114,12 @@ class FlowModule(pl.LightningModule):
         self.epoch_size, self.batch_size, self.seed = epoch_size, batch_size, seed
         self.lr, self.weight_decay, self.schedule = lr, weight_decay, schedule
         self.max_steps, self.sample_batch_size = max_steps, sample_batch_size
+        self.patience = patience
         self.report: dict | None = None  # filled by the test stage (final evaluation)
+        # one entry per validation: step, held-out NLL, learning rate, seconds of training
+        self.curve: list[dict] = []
+        self._seconds_before = 0.0  # training time of earlier invocations (resumed runs)
+        self._fit_started: float | None = None
 
     # ---- data -------------------------------------------------------------------------
     def train_buffer(self, epoch: int) -> torch.Tensor:
@@ -126,6 +178,38 @@ class FlowModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.monotonic()
+
+    def seconds(self) -> float:
+        """Training time so far, over every invocation of a resumed run."""
+        since = time.monotonic() - self._fit_started if self._fit_started is not None else 0.0
+        return self._seconds_before + since
+
+    def on_validation_end(self) -> None:
+        """The NLL curve: held-out NLL after this validation round (Lightning's epoch mean,
+        the value early stopping and the best checkpoint read)."""
+        if self.trainer.sanity_checking or "val/nll" not in self.trainer.callback_metrics:
+            return
+        self.curve.append(
+            {
+                "step": int(self.trainer.global_step),
+                "val_nll": float(self.trainer.callback_metrics["val/nll"]),
+                "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
+                "seconds": round(self.seconds(), 2),
+            }
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["flow_curve"] = list(self.curve)
+        checkpoint["flow_seconds"] = self.seconds()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.trainer.state.fn != TrainerFn.FITTING:  # testing the best: keep the whole curve
+            return
+        self.curve = list(checkpoint.get("flow_curve", []))
+        self._seconds_before = float(checkpoint.get("flow_seconds", 0.0))
+
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test")
 
@@ -135,7 +219,15 @@ class FlowModule(pl.LightningModule):
 
     # ---- optimisation -------------------------------------------------------------------
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(
+            self.flow.parameters(), lr=self.lr, betas=ADAM_BETAS, weight_decay=self.weight_decay
+        )
+        if self.schedule == "authors":
+            sched = AuthorsDecay(opt, patience=self.patience)
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "monitor": "val/nll", "interval": "epoch"},
+            }
         if self.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 opt, T_max=max(self.max_steps, 1), eta_min=0.01 * self.lr
@@ -222,8 +314,8 @@ def fit_flow(
     epoch_size: int = 16384,
     lr: float = 1e-3,
     weight_decay: float = 1e-6,
-    schedule: str = "cosine",
-    patience: int = 10,
+    schedule: str = "authors",
+    patience: int = 20,
     gradient_clip_val: float = 1.0,
     resume: bool = True,
     generator_name: str | None = None,
@@ -233,10 +325,20 @@ def fit_flow(
 
     ``flow_cfg``: ``WFlow`` keyword arguments (``family``, ``transforms``, ``hidden``...);
     ``hidden: None`` means the authors' ratio, two hidden layers of 2·w_dim units.
-    The flow kept is the one with the lowest validation NLL (early stopping on it).
+    Training validates on the held-out set after every epoch (``epoch_size`` samples) and
+    stops after ``patience`` validations without a lower held-out NLL, or at ``max_steps``;
+    the flow kept is the one with the lowest held-out NLL (its checkpoint). With
+    ``schedule="authors"`` the learning rate drops to lr/10 and lr/100 on the way
+    (``AuthorsDecay``). Settings that cannot train are refused before anything is built.
     Resumes from ``output_dir/checkpoints/last.ckpt`` when ``resume`` and it exists.
-    Returns the flow and the metrics written to ``metrics.json``.
+    Returns the flow and the metrics written to ``metrics.json`` (with ``curve``: the
+    held-out NLL after every validation, and why training stopped).
     """
+    check_training_settings(
+        max_steps=max_steps, batch_size=batch_size, epoch_size=epoch_size, val_size=val_size,
+        lr=lr, weight_decay=weight_decay, schedule=schedule, patience=patience,
+        gradient_clip_val=gradient_clip_val,
+    )  # fmt: skip
     output_dir = Path(output_dir)
     cfg = dict(flow_cfg)
     if cfg.get("w_dim", G.w_dim) != G.w_dim:
@@ -261,6 +363,7 @@ def fit_flow(
         weight_decay=weight_decay,
         schedule=schedule,
         max_steps=max_steps,
+        patience=patience,
     )
     flow.fit_standardisation(module.train_buffer(0))  # restored as-is when resuming
     ckpt_dir = output_dir / "checkpoints"
@@ -291,6 +394,7 @@ def fit_flow(
     # weights_only=True explicitly: Lightning passes None on to torch.load, which
     # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the environment would turn into a full unpickle.
     trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    stopped = "max_steps" if trainer.global_step >= max_steps else "plateau"
     best = checkpoint.best_model_path or None  # a resumed run takes this path from last.ckpt
     try:
         trainer.test(module, ckpt_path=best, verbose=False, weights_only=True)
@@ -298,6 +402,8 @@ def fit_flow(
         raise _refused(best, err) from None
 
     report = module.report
+    curve = module.curve
+    best_point = min(curve, key=lambda p: p["val_nll"]) if curve else None
     metrics = {
         "generator": generator_name,
         "w_dim": G.w_dim,
@@ -310,6 +416,10 @@ def fit_flow(
         "gaussianity": report["gaussianity"],
         "steps": trainer.global_step,
         "best_checkpoint": best,
+        "best_step": best_point["step"] if best_point else None,
+        "stopped": stopped,
+        "seconds": round(module.seconds(), 1),
+        "curve": curve,
     }
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
