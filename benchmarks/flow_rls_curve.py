@@ -2,7 +2,7 @@
 
 For each flow checkpoint saved along one training run (``benchmarks/flow_convergence.py
 --snapshots``: steps 64·2^k and the best), RLS on the demo's inputs
-(``python evaluate.py experiment=demo method=[rls] prior.path=<checkpoint>``: the 64² tiny
+(``python evaluate.py experiment=demo_tiny method=[rls] prior.path=<checkpoint>``: the 64² tiny
 generator, 4 generated targets, ×8, Gaussian noise σ 0.1, RLS from w̄ with the authors'
 settings and the demo's 200 steps) and, per checkpoint: RLS's HR PSNR, LR-PSNR and flow NLL
 of its code (under that checkpoint, the prior RLS searched with), the checkpoint's held-out
@@ -37,10 +37,11 @@ RUNS = ROOT / "runs" / "flow_rls_curve"
 
 
 def checkpoints(flow_dir: Path, steps: list[int] | None) -> dict[str, Path]:
-    """``{name: file}``: the snapshots (``step_000064``...) and the final flow (``best``)."""
-    found = {p.stem: p for p in sorted((flow_dir / "snapshots").glob("step_*.safetensors"))}
+    """``{name: file}``: the snapshots (``step_000064``..., and ``best_so_far`` of a run
+    stopped before its plateau) and the final flow (``best``)."""
+    found = {p.stem: p for p in sorted((flow_dir / "snapshots").glob("*.safetensors"))}
     if steps:
-        found = {k: v for k, v in found.items() if int(k.split("_")[1]) in steps}
+        found = {k: v for k, v in found.items() if not k.startswith("step_") or int(k[5:]) in steps}
     if (flow_dir / "flow.safetensors").is_file():
         found["best"] = flow_dir / "flow.safetensors"
     return found
@@ -50,7 +51,7 @@ def evaluate(name: str, path: Path) -> dict:
     run_dir = RUNS / name
     summary = run_dir / "summary.json"
     if not summary.is_file():
-        cmd = [sys.executable, "evaluate.py", "experiment=demo", "method=[rls]",
+        cmd = [sys.executable, "evaluate.py", "experiment=demo_tiny", "method=[rls]",
                f"prior.path={path}", f"run_dir={run_dir}", "trainer.enable_progress_bar=false",
                "logger=none"]  # fmt: skip
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ)

@@ -3,9 +3,10 @@
 ``--nf_stat`` option (``{"mu": array, "std": array}``, the per-dimension standardisation).
 
 The only writer of ``best_model.pth`` in the authors' history, their training script
-(CPFLOW_lib/train_tab_w.py), saves ``{"args": argparse.Namespace, "model": state dict,
-"optim": optimiser state dict, "iters": int, "ndecs": int}``: the command-line arguments
-travel as a pickled ``argparse.Namespace``. That one class is allowed, nothing else.
+(CPFLOW_lib/train_tab_w.py at 73103a4, deleted before f8df15d), saves ``{"args":
+argparse.Namespace, "model": state dict, "optim": optimiser state dict, "iters": int,
+"ndecs": int}``: the command-line arguments travel as a pickled ``argparse.Namespace``.
+That one class is allowed, nothing else.
 
 Nothing in either file is executed: the state dict is read with
 ``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, whose reconstruction is an

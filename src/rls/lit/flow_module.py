@@ -35,7 +35,7 @@ from rls.flows.recipe import (
 from rls.generators.formats_common import refused_global
 from rls.seeding import seed_from_id
 
-# the authors' flow-training optimiser (CPFLOW_lib/train_tab_w.py: Adam, betas 0.9/0.99,
+# the authors' flow-training optimiser (CPFLOW_lib/train_tab_w.py at 73103a4: Adam, betas 0.9/0.99,
 # weight decay added to the gradient)
 ADAM_BETAS = (0.9, 0.99)
 
