@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -348,6 +349,10 @@ def fit_gan(
     trainer = pl.Trainer(**kwargs)
     last = ckpt_dir / "last.ckpt"
     resume_from = last if resume and last.is_file() else None
+    # Intended, so not warned about: the EMA copy stays in eval mode, and checkpoints hold
+    # the state after the iteration's optimiser steps (what resuming needs).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     # weights_only=True: a checkpoint is read as tensors and plain containers, never code.
     trainer.fit(module, loader, ckpt_path=str(resume_from) if resume_from else None,
                 weights_only=True)  # fmt: skip
