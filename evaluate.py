@@ -13,6 +13,7 @@ images/ and report.html. See configs/evaluate.yaml.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -333,12 +334,8 @@ def evaluate(cfg: DictConfig) -> Path:
     """Run the evaluation described by ``cfg``; returns the path of report.html."""
     import pytorch_lightning as pl
 
-    from callbacks.hydra_sweep import note_run_dir
-    from rls.degradations import build_degradation
-    from rls.lit.search_module import SearchModule, anchor_sources
-    from rls.preflight import check_against_generator, check_evaluation
-    from rls.reports.run_files import atomic_write_bytes, finished_pairs
-    from rls.speed import accelerate, check_precision
+    from rls.preflight import check_evaluation
+    from rls.speed import check_precision
 
     check_config(cfg)
     precision = check_precision(cfg.trainer.get("precision"))  # before any loading
@@ -350,6 +347,42 @@ def evaluate(cfg: DictConfig) -> Path:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
+    with hold_run_dir(run_dir):  # a second process on it stops here, in one line
+        return _evaluate_in(cfg, run_dir, plain, checked, methods, precision)
+
+
+def launching_process() -> bool:
+    """True in the process that owns the run directory: global rank 0 of a DDP or
+    multi-node run, read from the environment (the launchers set it before this runs)."""
+    ranks = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+    return all(os.environ.get(var, "0") in ("", "0") for var in ranks)
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path):
+    """The run directory held for this run (:class:`rls.reports.run_lock.RunDirLock`) by
+    the launching process; DDP ranks it starts work under its hold. See that module for
+    sharing one run directory between processes that each hold a part (``owner``)."""
+    from rls.reports.run_lock import RunDirLock
+
+    if not launching_process():
+        yield
+        return
+    with RunDirLock(run_dir):
+        yield
+
+
+def _evaluate_in(
+    cfg: DictConfig, run_dir: Path, plain: dict, checked: dict, methods: dict, precision
+):
+
+    from callbacks.hydra_sweep import note_run_dir
+    from rls.degradations import build_degradation
+    from rls.lit.search_module import SearchModule, anchor_sources
+    from rls.preflight import check_against_generator
+    from rls.reports.run_files import atomic_write_bytes, finished_pairs
+    from rls.speed import accelerate
+
     run_dir.mkdir(parents=True, exist_ok=True)
     note_run_dir(run_dir)  # a sweep member: lets the sweep report find it, even if it fails
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
@@ -428,8 +461,9 @@ def _one_line_error(err: Exception) -> RunFailed | None:
     from hydra.core.hydra_config import HydraConfig
 
     from rls.preflight import PreflightError
+    from rls.reports.run_lock import RunDirBusy
 
-    plain = isinstance(err, PreflightError | EveryImageFailed)
+    plain = isinstance(err, PreflightError | EveryImageFailed | RunDirBusy)
     message = str(err) if plain else f"{type(err).__name__}: {err}"
     if _multirun():
         from rls.reports.sweep import SWEEP_FILES

@@ -7,7 +7,8 @@ Layout of a run directory::
     summary.json                 mean / std per method and metric, ok / failed counts, FID/KID
     images/<method>/<file>.png   the solutions; images/lr/<file>.png, images/hr/<file>.png
                                  (<file> = output_stem(image_id): unique per id)
-    .shards/results.rank<k>.csv  append-only rows of rank k while the run is in flight
+    .shards/results.<owner>.rank<k>.csv  append-only rows of rank k while the run is in flight
+    .lock, .lock.json            the process working in the directory (rls.reports.run_lock)
 
 Crash safety: every rank appends its rows to its own shard with flush + fsync per row,
 images are written to a temporary file and renamed (``os.replace``), and readers drop a
@@ -26,6 +27,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -35,7 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from PIL import Image
+
+from rls.reports.run_lock import DEFAULT_OWNER, MERGE_LOCK, idle_owners
+
+log = logging.getLogger("rls.reports")
 
 COLUMNS = [
     "image_id",
@@ -91,12 +98,31 @@ def image_path(run_dir: str | Path, kind: str, image_id: str) -> Path:
     return Path(run_dir) / "images" / safe_name(kind) / f"{output_stem(image_id)}.png"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it
+    (``/proc/self/status`` on Linux), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so that readers see either the old or the whole new content."""
+    """Write a file so that readers see either the old or the whole new content.
+
+    The file gets the mode a plain ``open()`` would give it (0o666 less the umask): the
+    temporary file it is renamed from is created 0o600, which would keep colleagues out.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -144,22 +170,100 @@ def _format(value) -> str:
     return str(value)
 
 
+STATUSES = ("ok", "failed")
+NUMERIC_COLUMNS = ("scale", *METRIC_COLUMNS)
+_warned: set = set()  # (path, line, problem) already reported: read_rows runs several times
+
+
+def _warn(path: Path, message: str) -> None:
+    if (str(path), message) not in _warned:
+        _warned.add((str(path), message))
+        log.warning("%s: %s", path, message)
+
+
+def row_problem(row: dict) -> str | None:
+    """Why a row read from a results CSV is not a result (``None``: it is one): fields
+    missing or extra, no image id or method, a status other than ok / failed, a metric
+    that is not a number, binary bytes."""
+    if any("\ufffd" in value for value in [*row.values(), *row.get(None, [])] if value):
+        return "binary (non-UTF-8 or NUL) bytes"
+    if None in row:
+        return "more fields than the header"
+    if any(value is None for value in row.values()):
+        return "fewer fields than the header"
+    if not row.get("image_id") or not row.get("method"):
+        return "no image_id or method"
+    if row.get("status") not in STATUSES:
+        return f"status {row.get('status')!r} is neither ok nor failed"
+    for column in NUMERIC_COLUMNS:
+        value = row.get(column)
+        if value:
+            try:
+                float(value)
+            except ValueError:
+                return f"{column}={value!r} is not a number"
+    return None
+
+
 def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a results CSV; a torn last line (interrupted write) is dropped, not fatal."""
+    """The valid rows of a results CSV (results.csv or a shard).
+
+    Nothing in the file is fatal, and nothing is dropped without a word: a torn last line
+    (an interrupted write), a row that is not a result (:func:`row_problem`: a line of
+    garbage, binary bytes, a wrong field count) and a shard whose header was lost (its
+    rows are read in :data:`COLUMNS` order) are each named in a logged warning. A dropped
+    row is not a result, so a rerun computes its image again. Only a results.csv that is
+    some other CSV altogether is an error (the run would overwrite it).
+    """
     path = Path(path)
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return []
-    text = path.read_text(encoding="utf-8")
+    text = data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # the last line was cut mid-write
+        cut = text[text.rfind("\n") + 1 :]
+        text = text[: text.rfind("\n") + 1]
+        _warn(path, f"dropped a torn last line (an interrupted write): {cut[:60]!r}")
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is not None and "image_id" not in reader.fieldnames:
-        raise ValueError(f"{path}: not a results file (no image_id column in the header)")
-    return [row for row in reader if row.get("method") not in (None, "") and None not in row]
+    if reader.fieldnames is None:
+        return []
+    if "image_id" not in reader.fieldnames:
+        if len(reader.fieldnames) != len(COLUMNS):
+            if path.parent.name != SHARD_DIR:  # someone's file: never overwrite it unasked
+                raise ValueError(f"{path}: not a results file (no image_id column in the header)")
+            _warn(path, "not a results shard (no image_id column in the header): ignored")
+            return []
+        _warn(
+            path, "no header line (a crash while it was created): rows read as " + ",".join(COLUMNS)
+        )
+        reader = csv.DictReader(io.StringIO(text), fieldnames=COLUMNS)
+    rows = []
+    for row in reader:
+        problem = row_problem(row)
+        if problem is None:
+            rows.append(row)
+            continue
+        shown = ",".join(str(v) for v in row.values() if v is not None)[:80]
+        _warn(
+            path,
+            f"line {reader.line_num}: not a result ({problem}), ignored; a rerun computes its "
+            f"image again: {shown!r}",
+        )
+    return rows
 
 
-def shard_paths(run_dir: str | Path) -> list[Path]:
-    return sorted((Path(run_dir) / SHARD_DIR).glob("results.rank*.csv"))
+def shard_paths(run_dir: str | Path, owner: str | None = None) -> list[Path]:
+    """The in-flight shards of a run directory, every owner's or ``owner``'s only."""
+    shards = sorted((Path(run_dir) / SHARD_DIR).glob("results.*.csv"))
+    return shards if owner is None else [p for p in shards if shard_owner(p) == owner]
+
+
+def shard_owner(path: Path) -> str:
+    """The owner a shard's name records: ``results.<owner>.rank<k>.csv`` (``results.rank<k>
+    .csv``, the older name, belongs to the default owner)."""
+    parts = path.name.split(".")
+    return ".".join(parts[1:-2]) or DEFAULT_OWNER
 
 
 def all_rows(run_dir: str | Path) -> list[dict]:
@@ -179,23 +283,28 @@ def finished_pairs(run_dir: str | Path) -> set[tuple[str, str]]:
 
 
 class ShardWriter:
-    """Append-only CSV of one rank: each row is flushed and fsynced before returning."""
+    """Append-only CSV of one rank of one owner (``.shards/results.<owner>.rank<k>.csv``):
+    each row is flushed and fsynced before returning. A shard left by a crash is continued:
+    its torn last line dropped, a lost header restored (its rows kept)."""
 
-    def __init__(self, run_dir: str | Path, rank: int = 0):
-        self.path = Path(run_dir) / SHARD_DIR / f"results.rank{rank}.csv"
+    def __init__(self, run_dir: str | Path, rank: int = 0, owner: str = DEFAULT_OWNER):
+        self.path = Path(run_dir) / SHARD_DIR / f"results.{owner}.rank{rank}.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            self._drop_torn_tail()
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            self._append(",".join(COLUMNS) + "\n")
+            self._repair()
 
-    def _drop_torn_tail(self) -> None:
+    def _repair(self) -> None:
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            atomic_write_bytes(self.path, data[: data.rfind(b"\n") + 1])
+        header = ",".join(COLUMNS).encode()
+        if data.startswith(header + b"\n") and data.endswith(b"\n"):
+            return
+        rows = read_rows(self.path)  # recovers what it can, with warnings
+        atomic_write_bytes(self.path, _csv_text(rows).encode("utf-8"))
 
     def _append(self, text: str) -> None:
         with open(self.path, "a", encoding="utf-8", newline="") as f:
+            if f.tell() == 0:  # new, or removed meanwhile: a shard always starts with its header
+                f.write(",".join(COLUMNS) + "\n")
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -205,21 +314,36 @@ class ShardWriter:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
         for row in rows:
             writer.writerow({k: _format(row.get(k)) for k in COLUMNS})
-        if buffer.getvalue():
-            self._append(buffer.getvalue())
+        self._append(buffer.getvalue())
 
 
-def merge(run_dir: str | Path) -> list[dict]:
-    """Fold the shards into ``results.csv`` (atomically, sorted, one row per pair)."""
-    run_dir = Path(run_dir)
-    rows = sorted(all_rows(run_dir), key=lambda r: (r["method"], r["image_id"]))
+def _csv_text(rows: Iterable[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
-    atomic_write_bytes(run_dir / "results.csv", buffer.getvalue().encode("utf-8"))
-    for shard in shard_paths(run_dir):
-        shard.unlink()
+    return buffer.getvalue()
+
+
+def merge(run_dir: str | Path, owner: str = DEFAULT_OWNER) -> list[dict]:
+    """Fold the shards into ``results.csv`` (atomically, sorted, one row per pair).
+
+    Under ``.merge.lock``, so that owners ending at once fold in turn and none overwrites
+    rows another folded. Every shard is read; ``owner``'s are then removed, and those of
+    owners no process holds any more (:func:`rls.reports.run_lock.idle_owners`: a crashed
+    part's rows are in results.csv now); a live owner's shard stays for it to fold.
+    """
+    run_dir = Path(run_dir)
+    with FileLock(run_dir / MERGE_LOCK):
+        rows = sorted(all_rows(run_dir), key=lambda r: (r["method"], r["image_id"]))
+        atomic_write_bytes(run_dir / "results.csv", _csv_text(rows).encode("utf-8"))
+        others = {shard_owner(p) for p in shard_paths(run_dir)} - {owner}
+        for shard in shard_paths(run_dir, owner):
+            shard.unlink()
+        with idle_owners(run_dir, others) as idle:
+            for name in idle:
+                for shard in shard_paths(run_dir, name):
+                    shard.unlink()
     return rows
 
 
