@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import netrc
 import os
 import re
@@ -74,6 +75,17 @@ def sweep_name() -> str | None:
     return sweep_dir.as_posix()
 
 
+def wandb_run_id(save_dir: str | Path, job_type: str | None = None) -> str:
+    """A W&B run id that is the same on every run of the job in ``save_dir``: the
+    directory's name (readable) and 10 hex of its absolute path and the job type, so a
+    rerun (a resume) continues its own W&B run instead of adding a second one of the same
+    name, and another directory or job (train_flow beside evaluate) gets its own."""
+    path = Path(save_dir).expanduser().resolve()
+    digest = hashlib.sha256(f"{path}\n{job_type or ''}".encode()).hexdigest()[:10]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", path.name).strip("-")[:48] or "run"
+    return f"{name}-{digest}"
+
+
 def make_logger(
     cfg: Mapping | None,
     save_dir: str | Path,
@@ -86,7 +98,9 @@ def make_logger(
     """A Lightning logger for ``cfg`` writing under ``save_dir`` (``False`` for none).
 
     W&B only: ``group`` (runs of one sweep), ``job_type`` and ``config`` (logged flat, see
-    :func:`flat_config`) are the job's defaults; a ``group`` set in ``cfg`` wins.
+    :func:`flat_config`) are the job's defaults; a ``group`` set in ``cfg`` wins. The run's
+    id is :func:`wandb_run_id` (``cfg.id`` wins), resumed when it exists: one W&B run per
+    run directory and job, however often it is rerun.
     CSV only: ``rewrites_csv`` for a job that logs its complete aggregates on every
     invocation (evaluate.py), so that replacing the previous metrics.csv on a rerun loses
     nothing; Lightning's warning that it will be replaced is then silenced.
@@ -119,6 +133,8 @@ def make_logger(
             config=flat_config(config or {}),
             tags=list(cfg.get("tags") or []),
             mode=wandb_mode(cfg.get("mode", "auto")),
+            id=cfg.get("id") or wandb_run_id(save_dir, job_type),
+            resume="allow",  # a rerun in save_dir continues the same W&B run
         )
     raise ValueError(f"unknown logger kind {kind!r} in the logger config; choose one of {KINDS}")
 

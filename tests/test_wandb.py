@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from callbacks.loggers import wandb_run_id
 from rls.reports.run_files import read_rows
 from rls.reports.wandb_offline import find_runs, read_run
 
@@ -153,6 +154,8 @@ def test_a_resumed_run_reports_every_image_to_wandb(offline_wandb, tmp_path):
     runs = [read_run(p) for p in find_runs(tmp_path)]
     evaluate_offline(tmp_path, tmp_path / "flows", *args)  # 2 images: only the second is new
     resumed = next(read_run(p) for p in find_runs(tmp_path) if p not in [r.path for r in runs])
+    # the rerun continues the run directory's own W&B run: one run, not two of one name
+    assert resumed.run_id == runs[0].run_id == wandb_run_id(tmp_path, "wplus")
     assert resumed.summary["wplus/count"] == 2
     assert len(resumed.table("results")["data"]) == 2 * 2
     summary = json.loads((tmp_path / "summary.json").read_text())["methods"]
@@ -297,3 +300,16 @@ def test_members_of_a_multirun_share_the_sweep_group(offline_wandb, tmp_path, mo
     filters = {b.runsets[0].filters for b in report.blocks if hasattr(b, "runsets")}
     assert filters == {"Group = 'outputs/sweeps/s1' and JobType != 'train_flow'"}
     assert "jpeg" in next(b.text for b in report.blocks if hasattr(b, "text"))
+
+
+def test_the_wandb_run_id_belongs_to_the_run_directory_and_job(tmp_path):
+    from callbacks.loggers import make_logger
+
+    a = wandb_run_id(tmp_path / "run_x8", "rls+rls_plus")
+    assert a == wandb_run_id(tmp_path / "run_x8", "rls+rls_plus")
+    assert a.startswith("run_x8-") and a != wandb_run_id(tmp_path / "run_x16", "rls+rls_plus")
+    assert a != wandb_run_id(tmp_path / "run_x8", "train_flow")
+    logger = make_logger(
+        {"kind": "wandb", "mode": "disabled"}, tmp_path / "run_x8", job_type="rls+rls_plus"
+    )
+    assert logger._wandb_init["id"] == a and logger._wandb_init["resume"] == "allow"
