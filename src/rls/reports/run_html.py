@@ -15,10 +15,12 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 from rls.metrics import GROUND_TRUTH  # the HR images' own scores: a row, no images
 from rls.reports.run_files import METRIC_COLUMNS, atomic_write_bytes, image_path, read_rows
+from rls.reports.tradeoff import readable_db_axis
 
 MAX_GRID_IMAGES = 24  # keeps report.html a few MB at most
 _LABELS = {
@@ -121,6 +123,7 @@ def _plot(rows: list[dict], methods: list[str]) -> str:
         ys_all = [v for v in ys_all if math.isfinite(v)]
         if ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > 100:
             ax.set_yscale("log")  # e.g. unregularised W+ codes sit orders of magnitude higher
+        readable_db_axis(ax, [_float(r["psnr"]) for r in rows if r["status"] == "ok"])
         ax.set_xlabel("PSNR (dB) → more faithful")
         ax.set_ylabel(f"{label} → less realistic" if "↓" in label else label)
         ax.grid(alpha=0.3)
@@ -202,20 +205,63 @@ def _grids(run_dir: Path, rows: list[dict], methods: list[str]) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     if len(ids) > len(shown):
-        out.append(f"<p>{len(shown)} of {len(ids)} images shown; all are in images/.</p>")
+        out.append(f"<p>{len(shown)} of {plural(len(ids), 'image')} shown; all are in images/.</p>")
     return "\n".join(out)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _failures(rows: list[dict]) -> str:
+    """One entry per failed file: its reason, and which methods it concerns when not all
+    did (a file that cannot be read fails every method alike)."""
     failed = [r for r in rows if r["status"] != "ok"]
     if not failed:
         return "<p>None.</p>"
-    items = "".join(
-        f"<li><b>{html.escape(r['image_id'])}</b> ({html.escape(r['method'])}): "
-        f"{html.escape(r.get('notes') or r['status'])}</li>"
-        for r in failed
+    methods = sorted({r["method"] for r in rows} - {GROUND_TRUTH})
+    by_image: dict[str, dict[str, list[str]]] = {}
+    for r in failed:
+        reason = r.get("notes") or r["status"]
+        by_image.setdefault(r["image_id"], {}).setdefault(reason, []).append(r["method"])
+    items = []
+    for image_id in sorted(by_image):
+        parts = []
+        for reason, which in by_image[image_id].items():
+            scope = "" if sorted(which) == methods else f" ({', '.join(sorted(which))})"
+            parts.append(f"{html.escape(reason)}{html.escape(scope)}")
+        items.append(f"<li><b>{html.escape(image_id)}</b>: {'; '.join(parts)}</li>")
+    head = f"<p>{plural(len(by_image), 'image')} failed.</p>"
+    return f'{head}<ul class="failed">{"".join(items)}</ul>'
+
+
+EMPTY_BECAUSE = {
+    "psnr": "no image has a result",
+    "ssim": "no image has a result",
+    "lr_psnr": "no image has a result",
+    "flow_nll": "no flow prior was loaded (prior.path, or train one: python train_flow.py)",
+    "latent_error": "only for generator-sampled targets, whose true code is known (data=generated)",
+    "steps": "no search ran (baselines only)",
+    "seconds": "no search ran (baselines only)",
+}
+
+
+def _empty_columns(summary: dict, config: str) -> str:
+    """A line naming each metric column no method has a value in, and why."""
+    empty = [c for c in METRIC_COLUMNS if not any(c in e for e in summary.values())]
+    if not summary or not empty:
+        return ""
+    reasons = dict(EMPTY_BECAUSE)
+    lpips_on = "lpips:\n  -" in config or bool(re.search(r"lpips: \[[^\]\s]", config))
+    reasons["lpips"] = (
+        "its backbone weights were not found (the run's log says 'LPIPS (...) skipped'; set "
+        "metrics.weights_dir or metrics.allow_download=true)"
+        if lpips_on
+        else "it was switched off (metrics.lpips=[])"
     )
-    return f'<ul class="failed">{items}</ul>'
+    text = "; ".join(f"{_LABELS[c].rstrip(' ↑↓')}: {reasons[c]}" for c in empty if c in reasons)
+    return f'<p class="note">Empty columns. {html.escape(text)}.</p>'
 
 
 def build_report(run_dir: str | Path, title: str | None = None) -> Path:
@@ -235,7 +281,7 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
     methods = list(summary) or sorted({r["method"] for r in rows})
     restored = [m for m in methods if m != GROUND_TRUTH]  # the HR images' own scores
     first = next((r for r in rows if r.get("scale")), {})
-    meta = f"{len({r['image_id'] for r in rows})} images · methods: {', '.join(methods)}"
+    meta = f"{plural(len({r['image_id'] for r in rows}), 'image')} · methods: {', '.join(methods)}"
     if first:
         meta += f" · ×{first.get('scale', '?')} · corruption: {first.get('corruption', '?')}"
     config_path = run_dir / "config.yaml"
@@ -250,6 +296,7 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
 <h2>Summary (mean ± std over images that succeeded)</h2>
 {_summary_table(summary)}
 {_fid_protocol(fid_protocol)}
+{_empty_columns(summary, config)}
 <h2>Realism–fidelity</h2>
 {_plot(rows, restored)}
 <h2>Realism–fidelity trade-off (method means)</h2>

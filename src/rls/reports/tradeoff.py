@@ -102,6 +102,22 @@ def families(
     return out
 
 
+MIN_DB_SPAN = 0.5  # a PSNR axis spans at least this: closer values look equal, as they are
+
+
+def readable_db_axis(ax, values) -> None:
+    """A PSNR axis whose ticks read as plain dB: at least :data:`MIN_DB_SPAN` wide, at most
+    six ticks, no offset notation (``1e-5+2.24431e1``) when the values lie close together."""
+    from matplotlib.ticker import MaxNLocator
+
+    values = [v for v in values if math.isfinite(v)]
+    if values and max(values) - min(values) < MIN_DB_SPAN:
+        middle = (max(values) + min(values)) / 2
+        ax.set_xlim(middle - MIN_DB_SPAN / 2, middle + MIN_DB_SPAN / 2)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+
+
 def draw(ax, fams: list[Family], x_metric: str = "psnr", title: str | None = None) -> None:
     """Curves (connected, labelled points) and reference points on a matplotlib axis."""
     for fam in fams:
@@ -121,6 +137,7 @@ def draw(ax, fams: list[Family], x_metric: str = "psnr", title: str | None = Non
     if ys and min(ys) > 0 and max(ys) / min(ys) > 100:
         ax.set_yscale("log")  # unregularised codes sit orders of magnitude higher
     ax.margins(0.15)  # room for the point labels
+    readable_db_axis(ax, [p.x for f in fams for p in f.points])
     ax.set_xlabel(f"{'HR PSNR' if x_metric == 'psnr' else 'LR-PSNR'} (dB) → more faithful")
     ax.set_ylabel("flow NLL of the code → less realistic")
     ax.grid(alpha=0.3)
