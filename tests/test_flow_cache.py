@@ -111,3 +111,45 @@ def test_generator_key_follows_the_mapping_network():
         tiny64.synthesis.b4.conv1.weight.add_(1.0)  # the flow models W only
     assert generator_key(tiny64) == generator_key(load_generator("tiny", img_resolution=64))
     assert flow_cache_dir("c", tiny, FlowRecipe()).parent == Path("c")
+
+
+def test_two_runs_wanting_one_flow_train_it_once(tmp_path, monkeypatch):
+    """Two runs needing the same missing flow at once: one trains it, the other waits for
+    its lock and loads the result (no second training into the same folder)."""
+    import threading
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import rls.lit.flow_module as flow_module
+
+    cfg = _compose("evaluate", RECIPE)
+    recipe = FlowRecipe.from_settings(
+        OmegaConf.to_container(cfg.flow, resolve=True),
+        OmegaConf.to_container(cfg.flow_training, resolve=True),
+    )
+    G = instantiate(cfg.generator)
+    trainings = []
+    real = flow_module.fit_flow
+
+    def counting(*args, **kwargs):
+        trainings.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flow_module, "fit_flow", counting)
+    results = []
+
+    def run():
+        found = flow_module.cached_flow(
+            G, recipe, tmp_path, trainer_kwargs={"enable_progress_bar": False}
+        )
+        results.append(found)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert len(trainings) == 1 and len(results) == 2
+    assert sorted(r.trained for r in results) == [False, True]
+    assert all(r.flow is not None and r.path == results[0].path for r in results)

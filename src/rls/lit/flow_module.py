@@ -11,6 +11,7 @@ held-out set comes from a separate seed and is fixed for the whole run.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock, Timeout
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
@@ -34,6 +36,8 @@ from rls.flows.recipe import (
 )
 from rls.generators.formats_common import refused_global
 from rls.seeding import seed_from_id
+
+log = logging.getLogger("rls.lit")
 
 # the authors' flow-training optimiser (CPFLOW_lib/train_tab_w.py at 73103a4: Adam, betas 0.9/0.99,
 # weight decay added to the gradient)
@@ -462,16 +466,28 @@ def cached_flow(
     if not train_if_missing:
         return CachedFlow(None, path, False, None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"generator": generator_name, "generator_key": generator_key(G), **asdict(recipe)}
-    (out_dir / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
-    flow, metrics = fit_flow(
-        G,
-        recipe.flow,
-        output_dir=out_dir,
-        logger=logger,
-        callbacks=callbacks,
-        trainer_kwargs=trainer_kwargs,
-        generator_name=generator_name,
-        **recipe.training_kwargs(),
-    )
+    # Two runs wanting the same flow at once (two terminals, an array of jobs): one trains
+    # it, the other waits and then loads it, instead of both writing into one folder.
+    lock = FileLock(out_dir / ".train.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("%s: another process is training this flow; waiting for it", out_dir)
+        lock.acquire()
+    with lock:
+        if path.is_file():  # trained meanwhile by the process we waited for
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+            return CachedFlow(WFlow.load(path, generator=G), path, False, metrics)
+        record = {"generator": generator_name, "generator_key": generator_key(G), **asdict(recipe)}
+        (out_dir / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
+        flow, metrics = fit_flow(
+            G,
+            recipe.flow,
+            output_dir=out_dir,
+            logger=logger,
+            callbacks=callbacks,
+            trainer_kwargs=trainer_kwargs,
+            generator_name=generator_name,
+            **recipe.training_kwargs(),
+        )
     return CachedFlow(flow, path, True, metrics)
