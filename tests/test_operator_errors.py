@@ -74,6 +74,10 @@ def test_folders_without_readable_images_are_named_with_what_they_hold(tmp_path,
     with pytest.raises(PreflightError) as err:
         _evaluate(["data=folder", f"data.dataset.root={notes}", f"run_dir={tmp_path / 'r'}"])
     assert "no image the reader takes (it holds 2 .txt, 1 .pdf)" in str(err.value)
+    nested = tmp_path / "nested"
+    (nested / "faces").mkdir(parents=True)
+    with pytest.raises(PreflightError, match="holds only folders \\(faces\\); the images must"):
+        _evaluate(["data=folder", f"data.dataset.root={nested}", f"run_dir={tmp_path / 'r'}"])
     assert spies == {"generator": 0, "flow": 0}
 
 

@@ -438,7 +438,14 @@ def check_has_images(root: Path, key: str) -> None:
 
     if list_images(root):
         return
-    entries = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    visible = [p for p in root.iterdir() if not p.name.startswith(".")]
+    entries = sorted(p.name for p in visible if not p.is_dir())
+    folders = sorted(p.name for p in visible if p.is_dir())
+    if not entries and folders:
+        raise PreflightError(
+            f"{key}={root}: holds only folders ({', '.join(folders[:4])}); the images must be "
+            f"in the folder itself, e.g. {key}={root / folders[0]}"
+        )
     if not entries:
         raise PreflightError(f"{key}={root}: the folder is empty; put the images to restore in it")
     suffixes = Counter(Path(e).suffix.lower() or "(no suffix)" for e in entries)
