@@ -173,17 +173,17 @@ def test_a_run_under_umask_022_is_readable_by_another_user(shared_dir):
         assert done.returncode == 0, done.stderr.decode()
 
 
-def _cli(run_dir, tmp_path, n=4):
+def _cli(run_dir, tmp_path, n=4, steps=5):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env.update(WANDB_MODE="disabled", RLS_OFFLINE="1", PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
     args = [
         *("logger=none", "metrics.fid=false", "metrics.lpips=[]", "prior.train_if_missing=false"),
-        *("trainer.enable_progress_bar=false", "method=[wplus]", "method.wplus.steps=5"),
+        *("trainer.enable_progress_bar=false", "method=[wplus]", f"method.wplus.steps={steps}"),
         *(f"data.dataset.n={n}", "data.batch_size=1", "threads=1", f"run_dir={run_dir}"),
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
     cmd = [sys.executable, str(ROOT / "evaluate.py"), *args]
-    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
@@ -208,28 +208,29 @@ def test_two_processes_on_one_run_dir_then_kills_at_random_points_lose_nothing(t
     assert len(expected) == 4 * 2 and all(s == "ok" for s, _ in expected.values())
 
     run = tmp_path / "run"
-    first = _cli(run, tmp_path)
+    first = _cli(run, tmp_path, steps=5000)  # busy long enough for a second one to start
     _wait_for(run / ".lock.json", first)
     second = _cli(run, tmp_path)
-    out, err = second.communicate(timeout=600)
-    assert second.returncode == 1
+    _, err = second.communicate(timeout=600)
+    assert second.returncode == 1, err[-2000:]
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"[evaluate] run_dir={run} is in use by pid "), (
-        err
-    )
+    assert len(lines) == 1 and lines[0].startswith(f"[evaluate] run_dir={run} is in use by pid "), err
     assert f"pid {first.pid} on {socket.gethostname()} since " in lines[0]
-    assert first.wait(timeout=600) == 0
-    assert _psnr(run) == expected
+    assert first.poll() is None  # the first one was not disturbed
+    first.send_signal(signal.SIGKILL)  # its lock goes with it: the next run takes over
+    first.wait(timeout=60)
+    third = _cli(run, tmp_path)
+    assert third.wait(timeout=600) == 0, third.communicate()[1][-2000:]
+    assert {k: s for k, (s, _) in _psnr(run).items()} == {k: "ok" for k in expected}
 
     rng = random.Random(0)
     for attempt in range(3):  # killed anywhere from start-up to the last image, then rerun
         run = tmp_path / f"killed{attempt}"
-        for _ in range(2):
-            victim = _cli(run, tmp_path)
-            _wait_for(run / ".lock.json", victim)
-            time.sleep(rng.uniform(0.0, 8.0))
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(timeout=60)
+        victim = _cli(run, tmp_path)
+        _wait_for(run / ".lock.json", victim)
+        time.sleep(rng.uniform(0.0, 20.0))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=60)
         rerun = _cli(run, tmp_path)
         assert rerun.wait(timeout=600) == 0, rerun.communicate()[1][-2000:]
         assert _psnr(run) == expected, attempt
