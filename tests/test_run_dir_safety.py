@@ -214,7 +214,8 @@ def test_two_processes_on_one_run_dir_then_kills_at_random_points_lose_nothing(t
     _, err = second.communicate(timeout=600)
     assert second.returncode == 1, err[-2000:]
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"[evaluate] run_dir={run} is in use by pid "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"[evaluate] run_dir={run} is in use by pid "), err
     assert f"pid {first.pid} on {socket.gethostname()} since " in lines[0]
     assert first.poll() is None  # the first one was not disturbed
     first.send_signal(signal.SIGKILL)  # its lock goes with it: the next run takes over
