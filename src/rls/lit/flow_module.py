@@ -475,7 +475,7 @@ def cached_flow(
         log.warning("%s: another process is training this flow; waiting for it", out_dir)
         lock.acquire()
     with lock:
-        if path.is_file():  # trained meanwhile by the process we waited for
+        if path.exists():  # trained meanwhile by the process we waited for
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
             return CachedFlow(WFlow.load(path, generator=G), path, False, metrics)
         record = {"generator": generator_name, "generator_key": generator_key(G), **asdict(recipe)}
