@@ -371,3 +371,26 @@ def test_build_parameters_and_compositions():
         build_degradation(8, "gaussian_noise", quality=10)
     with pytest.raises(ValueError, match="either 'corruption' or 'corruptions'"):
         build_degradation(8, "jpeg", corruptions=["jpeg"])
+
+
+@pytest.mark.parametrize("corruption", [*CORRUPTIONS, ["gaussian_blur", "gaussian_noise"]])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_grey_faces_stay_grey_under_every_corruption(corruption, per_channel):
+    """data=lfw serves grey faces replicated to RGB: the observed LR input must be grey
+    too (one noise draw per pixel for the replicated channels), as a grey photo's would be;
+    a colour image in the same batch keeps independent per-channel noise."""
+    from rls.data.lfw import lfw_faces
+
+    faces = lfw_faces("heldout", resolution=32)[:3]  # [3, 3, 32, 32] grey replicated
+    colour = structured_image(32)[:1]
+    x = torch.cat([faces, colour])
+    params = {"per_channel": True} if per_channel and corruption == "salt_pepper" else {}
+    D = build_degradation(4, corruption, **params)
+    y = D.observe(x, torch.arange(4))
+    spread = (y - y[:, :1]).abs().amax(dim=(1, 2, 3))
+    assert (spread[:3] <= 1e-6).all(), f"{corruption}: grey inputs came out coloured {spread}"
+    if corruption in ("gaussian_noise", "salt_pepper") or isinstance(corruption, list):
+        if corruption != "salt_pepper" or per_channel:
+            clean = build_degradation(4, "none").observe(colour, torch.arange(1))
+            noise = y[3:] - clean
+            assert not torch.allclose(noise[:, 0], noise[:, 1])  # colour: per-channel draws

@@ -36,6 +36,25 @@ from torch import nn
 from rls.seeding import rand_per_seed, randn_per_seed
 
 SIDES = ("hr", "lr")
+GREY_ATOL = 1e-6  # channels this close count as one replicated grey channel
+
+
+def replicated_grey(x: torch.Tensor, atol: float = GREY_ATOL) -> torch.Tensor:
+    """``[B]`` bool: which images of ``[B, C, H, W]`` hold one grey channel replicated to
+    all C (a grey photo or face served as RGB). Single-channel images count as grey."""
+    if x.shape[1] == 1:
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return (x - x[:, :1]).abs().amax(dim=(1, 2, 3)) <= atol
+
+
+def grey_where_grey(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``draws`` shaped like ``x``, with the first channel's draw replicated to
+    every channel of the grey images of ``x``: noise on a grey image stays grey, as it would
+    on the grey photograph itself."""
+    grey = replicated_grey(x)
+    if not bool(grey.any()):
+        return draws
+    return torch.where(grey[:, None, None, None], draws[:, :1].expand_as(draws), draws)
 
 
 class Corruption(nn.Module):
@@ -101,7 +120,11 @@ class Corruption(nn.Module):
 
 
 class GaussianNoise(Corruption):
-    """Additive white Gaussian noise of std ``sigma`` on [0, 1] images (paper: 0.1)."""
+    """Additive white Gaussian noise of std ``sigma`` on [0, 1] images (paper: 0.1).
+
+    Independent per channel on colour images; on a grey image (one channel replicated) one
+    draw per pixel shared by its channels, so the noisy image is grey too.
+    """
 
     name = "gaussian_noise"
     in_forward_model = False
@@ -123,7 +146,7 @@ class GaussianNoise(Corruption):
 
     def observe(self, x, seeds):
         noise = randn_per_seed(seeds, x.shape[1:], device=x.device, dtype=x.dtype)
-        y = x + self.sigma * noise
+        y = x + self.sigma * grey_where_grey(x, noise)
         return y.clamp(0, 1) if self.clip else y
 
 
@@ -165,6 +188,8 @@ class SaltPepper(Corruption):
     def observe(self, x, seeds):
         c, h, w = x.shape[1:]
         u = rand_per_seed(seeds, (c if self.per_channel else 1, h, w), x.device, x.dtype)
+        if self.per_channel:
+            u = grey_where_grey(x, u)
         salt = u < self.amount * self.salt_vs_pepper
         pepper = (u < self.amount) & ~salt
         return torch.where(salt, torch.ones_like(x), torch.where(pepper, torch.zeros_like(x), x))
