@@ -11,7 +11,16 @@ from hydra import compose, initialize_config_dir
 
 from rls.generators import load_generator
 from rls.generators.discriminator import Discriminator, minibatch_stddev
-from rls.lit.gan_module import GANModule, diff_augment, ema_beta, r1_penalty
+from rls.lit.gan_module import (
+    AdaptiveAugment,
+    GANModule,
+    ada_augment,
+    diff_augment,
+    ema_beta,
+    mix_styles,
+    pairwise_rmse,
+    r1_penalty,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_G = dict(z_dim=8, w_dim=8, img_resolution=16, img_channels=3, num_layers=2,
@@ -68,7 +77,7 @@ def test_augmentation_is_differentiable_and_random_per_image():
     assert not torch.allclose(out[0], out[1])  # per-image random parameters
 
 
-def test_training_step_augments_reals_and_fakes_with_the_same_pipeline():
+def test_training_step_augments_reals_and_fakes_with_the_same_pipeline(tmp_path):
     """Every image D sees (fakes in the G step, fakes and reals in the D step with R1)
     goes through the module's one augmentation pipeline first."""
     import pytorch_lightning as pl
@@ -86,11 +95,67 @@ def test_training_step_augments_reals_and_fakes_with_the_same_pipeline():
     module.D.register_forward_pre_hook(lambda m, args: into_D.append(args[0].detach().clone()))
     real = torch.rand(4, 3, 16, 16) * 2 - 1
     trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(real), 4))
     assert len(into_augment) == 3 and len(into_D) == 3  # G step: fake; D step: fake, real
     assert sum(torch.equal(x, real) for x in into_augment) == 1  # the reals are augmented
     assert not any(torch.equal(d, x) for d in into_D for x in into_augment)  # never raw
+
+
+def test_adaptive_augmentation_follows_the_overfitting_heuristic():
+    """ADA: every `interval` iterations p moves by batch·interval/(kimg·1000) up when
+    r_t = E[sign D(real)] exceeds the target, down when below; clamped to [0, 1]; the
+    pipeline's adaptive ops take the new p."""
+    ada = AdaptiveAugment(ada_augment(resolution=16), target=0.6, interval=2, kimg=0.1)
+    step = 8 * 2 / 100
+    for it in range(4):  # D confident on the reals: r_t = 1 > 0.6
+        ada.accumulate(torch.ones(8, 1))
+        ada.adjust(it, 8)
+    assert float(ada.p) == pytest.approx(2 * step) and float(ada.rt) == 1.0
+    assert all(op.p == pytest.approx(2 * step) for op in ada.pipeline.adaptive_ops)
+    ada.accumulate(torch.tensor([[1.0], [-1.0], [-1.0], [1.0]]))  # r_t = 0 < 0.6
+    ada.adjust(5, 8)
+    assert float(ada.p) == pytest.approx(step)
+    for it in range(6, 40):
+        ada.accumulate(-torch.ones(8, 1))
+        ada.adjust(it, 8)
+    assert float(ada.p) == 0.0  # clamped
+    state = ada.state_dict()  # p resumes from a checkpoint
+    assert {"p", "sign_sum", "count", "rt"} <= set(state)
+
+
+def test_ada_pipeline_at_p_0_only_mirrors_and_at_p_1_transforms_every_image():
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    ada = AdaptiveAugment(ada_augment(resolution=16))
+    y = ada(x)
+    assert all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(y, x))
+    ada.p.fill_(1.0)
+    ada.apply_p()
+    y = ada(x)
+    assert not any(torch.allclose(a, b) or torch.allclose(a, b.flip(-1)) for a, b in zip(y, x))
+
+
+def test_style_mixing_takes_rows_after_a_cutoff_from_a_second_code():
+    from rls.generators import build_generator
+
+    G = build_generator(**SMALL_G)
+    z = torch.randn(3, 8)
+    torch.manual_seed(1)
+    mixed = mix_styles(G, z, prob=1.0)
+    own = G.mapping(z)
+    same = (mixed == own).all(dim=2).all(dim=0)  # [num_ws]: rows taken from z's own code
+    k = int(same.float().sum())
+    assert 1 <= k < G.num_ws and same[:k].all() and not same[k:].any()
+    assert torch.equal(mix_styles(G, z, prob=0.0), own)
+
+
+def test_pairwise_rmse_is_the_mean_distance_between_distinct_images():
+    x = torch.zeros(3, 1, 4, 4)
+    x[1] += 0.3
+    x[2] += 0.6
+    assert float(pairwise_rmse(x)) == pytest.approx((0.3 + 0.3 + 0.6) / 3, rel=1e-5)
+    assert float(pairwise_rmse(x[:1].expand(5, -1, -1, -1))) == 0.0
 
 
 def test_minibatch_stddev_feature():

@@ -11,14 +11,19 @@ The StyleGAN2 recipe (Karras et al. 2020; loss and schedule of NVIDIA stylegan2-
 - an EMA copy of G (``torch.optim.swa_utils.AveragedModel`` with
   ``get_ema_multi_avg_fn``; half-life ``ema_kimg`` thousand images, ramped up over the first
   ``ema_rampup`` of the images seen, as upstream); the EMA copy is the generator shipped;
-- differentiable augmentation of every image D sees, real and fake alike (DiffAugment, Zhao et
-  al. 2020: translation, cutout, colour; plus x-flips), from Kornia's augmentation module so
-  that gradients flow through it to G. One pipeline object serves both (independent random
-  parameters per image), so reals and fakes are augmented by the same distribution.
+- differentiable augmentation of every image D sees, real and fake alike, from Kornia's
+  augmentation module so that gradients flow through it to G: either DiffAugment (Zhao et al.
+  2020: translation, cutout, colour at p = 1; ``kind: diffaugment``) or ADA's geometric and
+  colour pipeline with an adaptive probability (Karras et al. 2020b, ``kind: ada``: p moves
+  by the sign of the overfitting heuristic ``r_t = E[sign D(x_real)]`` against a target,
+  0.6 in the paper). One pipeline object serves both (independent random parameters per
+  image), so reals and fakes are augmented by the same distribution;
+- style mixing regularisation (StyleGAN, Sec. 3.1; upstream ``style_mixing_prob`` 0.9): with
+  that probability a batch's W+ rows from a random cutoff on come from a second z.
 
-Not included (not needed at 32²): style mixing, path-length regularisation, adaptive (ADA)
-augmentation probability, mixed precision. Manual optimisation: one G step and one D step
-per iteration, so Lightning's ``global_step`` (optimiser steps) is twice the iteration count.
+Not included: path-length regularisation and mixed precision. Manual optimisation: one G
+step and one D step per iteration, so Lightning's ``global_step`` (optimiser steps) is twice
+the iteration count.
 """
 
 from __future__ import annotations
@@ -77,6 +82,124 @@ def diff_augment(
     return K.AugmentationSequential(*ops) if ops else nn.Identity()
 
 
+def ada_augment(
+    resolution: int = 32,
+    xflip: bool = True,
+    translation: float = 0.125,
+    rotation: float = 180.0,
+    scale: tuple[float, float] = (0.75, 1.33),
+    brightness: float = 0.2,
+    contrast: tuple[float, float] = (0.7, 1.4),
+    cutout: float = 0.0,
+    **unused,
+) -> nn.Module:
+    """ADA's ``bgc`` pipeline for grey images in [-1, 1], each op applied with the adaptive
+    probability ``p`` (set on the ops by :class:`AdaptiveAugment`; starts at 0).
+
+    - x-flip with probability 0.5 always (dataset mirroring, upstream ``--mirror``);
+    - geometric, one affine per image (with probability p): rotation U(±``rotation``°),
+      isotropic scale U(``scale``), translation U(±``translation`` of the size), reflection
+      padding as upstream (which pads by reflecting too);
+    - colour (each with probability p): brightness ``x + U(±b)``, contrast ``x · U(contrast)``
+      about mid-grey; no hue or saturation (the faces are grey); no luma flip (it would
+      make negatives of faces D must tell from real ones only by p);
+    - optional cutout (ADA's ``bgcfnc`` adds it), also with probability p.
+
+    Kornia's ops draw their parameters independently per image; ``p`` is read on every call.
+    ``unused`` takes DiffAugment-only keys so one config block serves both kinds.
+    """
+    import kornia.augmentation as K
+
+    ops: list[nn.Module] = []
+    if xflip:
+        ops.append(K.RandomHorizontalFlip(p=0.5))
+    adaptive: list[nn.Module] = [
+        K.RandomAffine(
+            degrees=rotation,
+            translate=(translation, translation),
+            scale=tuple(scale),
+            padding_mode="reflection",
+            p=0.0,
+        ),  # fmt: skip
+        K.RandomBrightness((1 - brightness, 1 + brightness), clip_output=False, p=0.0),
+        K.RandomContrast(tuple(contrast), clip_output=False, p=0.0),
+    ]
+    if cutout > 0:
+        area = cutout * cutout
+        adaptive.append(K.RandomErasing(scale=(area, area), ratio=(1.0, 1.0), value=0.0, p=0.0))
+    pipeline = K.AugmentationSequential(*ops, *adaptive)
+    pipeline.adaptive_ops = adaptive  # plain attribute: the ops whose p the controller sets
+    return pipeline
+
+
+class AdaptiveAugment(nn.Module):
+    """ADA's controller (stylegan2-ada ``training_loop``: ``ada_target``, ``ada_interval``,
+    ``ada_kimg``): every ``interval`` iterations, ``p += sign(r_t − target) · images /
+    (kimg · 1000)``, clamped to [0, 1], where ``r_t`` is the mean sign of D's logits on the
+    (augmented) reals since the last adjustment. ``p`` and the running sums are buffers, so
+    a checkpoint resumes them."""
+
+    def __init__(self, pipeline: nn.Module, target: float = 0.6, interval: int = 4,
+                 kimg: float = 100.0):  # fmt: skip
+        super().__init__()
+        self.pipeline = pipeline
+        self.target, self.interval, self.kimg = float(target), int(interval), float(kimg)
+        self.register_buffer("p", torch.zeros([]))
+        self.register_buffer("sign_sum", torch.zeros([]))
+        self.register_buffer("count", torch.zeros([]))
+        self.register_buffer("rt", torch.zeros([]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pipeline(x)
+
+    def apply_p(self) -> None:
+        p = float(self.p)
+        for op in self.pipeline.adaptive_ops:
+            op.p = p
+
+    @torch.no_grad()
+    def accumulate(self, real_logits: torch.Tensor) -> None:
+        self.sign_sum += real_logits.sign().sum()
+        self.count += real_logits.numel()
+
+    @torch.no_grad()
+    def adjust(self, iteration: int, batch_size: int) -> None:
+        """Called once per iteration; moves ``p`` every ``interval`` iterations."""
+        if (iteration + 1) % self.interval or self.count == 0:
+            return
+        self.rt.copy_(self.sign_sum / self.count)
+        step = torch.sign(self.rt - self.target) * (batch_size * self.interval) / (self.kimg * 1000)
+        self.p.copy_((self.p + step).clamp(0, 1))
+        self.sign_sum.zero_()
+        self.count.zero_()
+        self.apply_p()
+
+
+def pairwise_rmse(images: torch.Tensor) -> torch.Tensor:
+    """Mean RMSE over all distinct pairs of ``[N, C, H, W]`` images: the diversity measure
+    of docs/generator_lfw32.md (a collapsed generator scores near 0)."""
+    flat = images.flatten(1).double()
+    d2 = torch.cdist(flat, flat).square() / flat.shape[1]
+    n = flat.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool, device=flat.device)
+    return d2[off].sqrt().mean().float()
+
+
+def mix_styles(G: Generator, z: torch.Tensor, prob: float) -> torch.Tensor:
+    """W+ codes for ``z``; with probability ``prob`` (one draw per batch, as upstream) the
+    rows from a random cutoff in [1, num_ws) on come from a second, fresh z."""
+    ws = G.mapping(z)
+    if prob <= 0:
+        return ws
+    num_ws = ws.shape[1]
+    cutoff = int(torch.randint(1, num_ws, ()))
+    if float(torch.rand(())) >= prob:
+        return ws
+    ws2 = G.mapping(torch.randn_like(z), skip_w_avg_update=True)
+    rows = torch.arange(num_ws, device=ws.device)[None, :, None]
+    return torch.where(rows < cutoff, ws, ws2)
+
+
 def r1_penalty(D: nn.Module, real: torch.Tensor, augment: nn.Module | None = None):
     """``(|∇_x D(aug(x))|², logits)`` per image: the squared gradient norm of D's summed
     logits with respect to the un-augmented reals ``x`` (as upstream: the gradient passes
@@ -116,6 +239,7 @@ class GANModule(pl.LightningModule):
         ema_kimg: float = 10.0,
         ema_rampup: float | None = 0.05,
         augment: dict | None = None,
+        style_mixing: float = 0.0,
         seed: int = 0,
         export_path: str | None = None,
         export_every: int = 200,
@@ -134,10 +258,19 @@ class GANModule(pl.LightningModule):
             self.G, multi_avg_fn=get_ema_multi_avg_fn(0.0), use_buffers=True
         ).eval()
         res = self.G.img_resolution
-        self.augment = diff_augment(resolution=res, **(augment or {}))
+        augment = dict(augment or {})
+        kind = augment.pop("kind", "diffaugment")
+        ada = augment.pop("ada", None) or {}
+        if kind == "diffaugment":
+            self.augment = diff_augment(resolution=res, **augment)
+        elif kind == "ada":
+            self.augment = AdaptiveAugment(ada_augment(resolution=res, **augment), **ada)
+        else:
+            raise ValueError(f"gan.augment.kind must be 'diffaugment' or 'ada', got {kind!r}")
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("sample_z", torch.randn(n_samples, self.G.z_dim, generator=gen))
         self.metadata = dict(metadata or {})
+        self.real_diversity: float | None = None  # pairwise RMSE of the training images
         self._t0 = None
         self.train_seconds = 0.0  # wall time of training, summed over resumed runs
 
@@ -195,6 +328,10 @@ class GANModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if isinstance(self.augment, AdaptiveAugment):
+            self.augment.apply_p()  # after a resume the ops' p comes from the restored buffer
+
     def training_step(self, batch, batch_idx):
         (real,) = batch if isinstance(batch, list | tuple) else (batch,)
         hp = self.hparams
@@ -205,7 +342,8 @@ class GANModule(pl.LightningModule):
         # G: non-saturating loss through the augmentation into G.
         self.D.requires_grad_(False)
         # Unfused modulated conv while training, as upstream (faster; same maths).
-        fake = self.G(z, noise_mode="random", fused_modconv=False)
+        ws = mix_styles(self.G, z, hp.style_mixing)
+        fake = self.G.synthesis(ws, noise_mode="random", fused_modconv=False)
         loss_g = F.softplus(-self.D(self.augment(fake))).mean()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
@@ -232,6 +370,9 @@ class GANModule(pl.LightningModule):
 
         images_seen = (it + 1) * n
         self.update_ema(n, images_seen)
+        if isinstance(self.augment, AdaptiveAugment):
+            self.augment.accumulate(logits_real.detach())
+            self.augment.adjust(it, n)
 
         logs = {
             "loss/G": loss_g.detach(),
@@ -241,6 +382,9 @@ class GANModule(pl.LightningModule):
         }
         if loss_r1 is not None:
             logs["loss/R1"] = loss_r1.detach() / hp.r1_interval
+        if isinstance(self.augment, AdaptiveAugment):
+            logs["ada/p"] = self.augment.p.detach()
+            logs["ada/rt"] = self.augment.rt.detach()
         self.log_dict(logs, prog_bar=False)
         self.log("kimg", images_seen / 1000, prog_bar=True)
         self.log("G", loss_g.detach(), prog_bar=True)
@@ -255,6 +399,7 @@ class GANModule(pl.LightningModule):
             self.export()
         if hp.sample_every and it % hp.sample_every == 0:
             self.log_samples()
+            self.log_diversity()
 
     def on_train_end(self) -> None:
         self.train_seconds, self._t0 = self._elapsed(), None
@@ -266,6 +411,18 @@ class GANModule(pl.LightningModule):
         """The EMA generator's images for the fixed ``sample_z`` (values in [-1, 1])."""
         G = self.G_ema.module
         return G(self.sample_z.to(self.device), noise_mode="const").clamp(-1, 1).cpu()
+
+    @torch.no_grad()
+    def diversity(self, real: torch.Tensor) -> float:
+        """Pairwise RMSE of the fixed-z samples over that of the training images ``real``
+        (in [-1, 1]): 1 = as varied as the data; docs/generator_lfw32.md aims at >= 0.8."""
+        if self.real_diversity is None:
+            self.real_diversity = float(pairwise_rmse((real.float() + 1) / 2))
+        return float(pairwise_rmse((self.samples() + 1) / 2)) / self.real_diversity
+
+    def log_diversity(self) -> None:
+        self.log("diversity", self.diversity(self.trainer.train_dataloader.dataset.tensors[0]),
+                 prog_bar=True)  # fmt: skip
 
     def log_samples(self) -> Path | None:
         """Sample grid to ``<run>/samples/iter_NNNNNN.png`` and to W&B when logging there."""
