@@ -247,6 +247,7 @@ def build_metrics(cfg: DictConfig, resolution: int):
         lpips=tuple(mcfg.lpips),
         fid=bool(mcfg.fid),
         niqe=bool(mcfg.get("niqe", False)),
+        faces=bool(mcfg.get("faces", False)),
         weights_dir=mcfg.get("weights_dir"),
         allow_download=mcfg.get("allow_download"),
         kid_subset_size=mcfg.kid_subset_size,
@@ -270,6 +271,7 @@ def build_metrics(cfg: DictConfig, resolution: int):
             kid_subset_size=mcfg.kid_subset_size,
             niqe=shared.niqe,
             reference=reference,
+            faces=shared.faces,
         )
 
     return factory, nets.get("alex"), fid_protocol

@@ -248,7 +248,7 @@ def test_weights_found_in_the_configured_dir_and_never_downloaded_offline(
 
 def test_missing_weights_skip_those_metrics_with_one_warning_each(caplog):
     caplog.set_level(logging.WARNING, logger="rls.metrics")
-    metrics = RestorationMetrics.pretrained(lpips=("alex", "vgg"), fid=True, niqe=True)
+    metrics = RestorationMetrics.pretrained(lpips=("alex", "vgg"), fid=True, niqe=True, faces=False)
     warnings = [r.getMessage() for r in caplog.records if r.name == "rls.metrics"]
     assert len(warnings) == 4
     names = ("alexnet-owt-7be5be79.pth", "vgg16-397923af.pth", "weights-inception", "niqe_pris")

@@ -1,12 +1,13 @@
 """Offline-aware resolution of pretrained weight files (LPIPS backbones, Inception for FID/KID,
-NIQE's pristine model, dlib's landmark model).
+NIQE's pristine model, dlib's landmark and face-recognition models).
 
-Nothing here downloads behind the user's back: a file is looked up in an explicit path, the
-directory named by ``$RLS_WEIGHTS_DIR`` and the torch hub checkpoint cache (where torchvision
-and torch-fidelity put their downloads). Only if it is absent, downloads are allowed and
-offline mode is off (``$RLS_OFFLINE`` unset or ``0``) is it fetched, with a short timeout
-and its SHA-256 prefix checked. Otherwise :class:`MissingWeightsError` says which file to
-get and where to put it.
+Nothing here downloads behind the user's back: a file is looked up in an explicit path, then
+in an installed package that ships it (dlib's models come with the dependency
+``face_recognition_models``), then in the directory named by ``$RLS_WEIGHTS_DIR`` and the
+torch hub checkpoint cache (where torchvision and torch-fidelity put their downloads). Only
+if it is absent, downloads are allowed and offline mode is off (``$RLS_OFFLINE`` unset or
+``0``) is it fetched, with a short timeout and its SHA-256 prefix checked. Otherwise
+:class:`MissingWeightsError` says which file to get and where to put it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class WeightFile:
     member: str | None = None
     archive_sha256: str | None = None  # with pypi:, the source archive's (pip checks it)
     enables: str = ""  # the feature that needs it, in a user's terms
+    package: str | None = None  # "dist_package:path/inside" of an installed package shipping it
 
 
 KNOWN_WEIGHTS: dict[str, WeightFile] = {
@@ -75,8 +77,18 @@ KNOWN_WEIGHTS: dict[str, WeightFile] = {
         "shape_predictor_68_face_landmarks.dat",
         "http://dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2",
         None,  # dlib publishes no checksum
-        "dlib 68-point face landmark model (data.align=ffhq)",
-        enables="data.dataset.align=ffhq (FFHQ-aligned faces cut from arbitrary photos)",
+        "dlib 68-point face landmark model (data.align=ffhq, face metrics)",
+        enables="data.dataset.align=ffhq (FFHQ-aligned faces cut from arbitrary photos); "
+        "metrics.faces (identity and landmark distance)",
+        package="face_recognition_models:models/shape_predictor_68_face_landmarks.dat",
+    ),
+    "dlib_face_recognition": WeightFile(
+        "dlib_face_recognition_resnet_model_v1.dat",
+        "http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2",
+        None,  # dlib publishes no checksum
+        "dlib ResNet face descriptor (face identity)",
+        enables="metrics.faces (the identity column)",
+        package="face_recognition_models:models/dlib_face_recognition_resnet_model_v1.dat",
     ),
     "niqe": WeightFile(
         "niqe_pris_params.npz",
@@ -108,11 +120,34 @@ def cache_dirs() -> list[Path]:
     return dirs
 
 
+def package_file(spec: WeightFile) -> Path | None:
+    """The file as shipped inside an installed package (``spec.package``), or ``None``.
+
+    The package is located, not imported: ``face_recognition_models`` imports
+    ``pkg_resources`` at import time, which recent setuptools no longer has.
+    """
+    if not spec.package:
+        return None
+    import importlib.util
+
+    name, _, inner = spec.package.partition(":")
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    for root in (found.submodule_search_locations or []) if found else []:
+        candidate = Path(root) / inner
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def find_weights(name: str, path: str | os.PathLike | None = None) -> Path | None:
     """The local file for ``name`` (a key of :data:`KNOWN_WEIGHTS`), or ``None``.
 
     ``path`` may be the file itself or a directory holding it; an explicit path that does not
-    exist raises, since the user asked for that file.
+    exist raises, since the user asked for that file. Without one: the installed package
+    that ships the file, then the weight directories (:func:`cache_dirs`).
     """
     spec = _spec(name)
     if path is not None:
@@ -122,6 +157,9 @@ def find_weights(name: str, path: str | os.PathLike | None = None) -> Path | Non
         if not p.is_file():
             raise MissingWeightsError(f"{p}: configured weight file for {spec.purpose} not found")
         return p
+    shipped = package_file(spec)
+    if shipped is not None:
+        return shipped
     for d in cache_dirs():
         if (d / spec.filename).is_file():
             return d / spec.filename
@@ -140,8 +178,12 @@ def source_text(spec: WeightFile) -> str:
 def missing_message(name: str) -> str:
     """One sentence naming the file to get and where to put it."""
     spec = _spec(name)
+    package = ""
+    if spec.package:
+        dist = spec.package.partition(":")[0]
+        package = f"install the package {dist} (it ships the file), or "
     return (
-        f"{spec.filename} ({spec.purpose}) not found; download {source_text(spec)} into "
+        f"{spec.filename} ({spec.purpose}) not found; {package}download {source_text(spec)} into "
         f"{cache_dirs()[-1]} (or ${WEIGHTS_DIR_ENV}, or pass its path; "
         f"`python -m rls.weights fetch` on an online machine gets every file)"
     )

@@ -148,10 +148,12 @@ class RestorationMetrics(nn.Module):
         seed: int = 0,
         niqe: nn.Module | None = None,
         reference: Tensor | None = None,
+        faces: Callable | None = None,
     ):
         super().__init__()
         self.lpips_nets = nn.ModuleDict(dict(lpips_nets or {}))
         self.niqe = niqe
+        self.faces = faces  # rls.metrics.faces.FaceMetrics (dlib; not an nn.Module)
         names = list(PER_IMAGE_NAMES) + [f"lpips_{n}" for n in self.lpips_nets]
         self.means = nn.ModuleDict({n: MeanMetric(nan_strategy="ignore") for n in names})
         if isinstance(feature, _SharedFeatures):  # e.g. another instance's ``fid.inception``
@@ -185,8 +187,12 @@ class RestorationMetrics(nn.Module):
         kid_subsets: int = 100,
         seed: int = 0,
         niqe: bool = True,
+        faces: bool = True,
     ) -> RestorationMetrics:
-        """The paper's suite with pretrained networks; missing ones are skipped with a warning."""
+        """The paper's suite with pretrained networks, and the face metrics; missing files
+        are skipped with a warning."""
+        from rls.metrics.faces import FaceMetrics, FaceModels
+
         nets = {}
         for name in lpips:
             net = build_lpips(name, _in_dir(weights_dir, LPIPS_BACKBONES[name]), allow_download)
@@ -196,7 +202,9 @@ class RestorationMetrics(nn.Module):
             build_inception(_in_dir(weights_dir, "inception"), allow_download) if fid else None
         )
         niqe_net = build_niqe(_in_dir(weights_dir, "niqe"), allow_download) if niqe else None
-        return cls(nets, feature, kid_subset_size, kid_subsets, seed, niqe_net)
+        models = FaceModels.pretrained(weights_dir, allow_download) if faces else None
+        face_metrics = FaceMetrics(models) if models is not None else None
+        return cls(nets, feature, kid_subset_size, kid_subsets, seed, niqe_net, faces=face_metrics)
 
     @torch.no_grad()
     def update(
@@ -209,7 +217,9 @@ class RestorationMetrics(nn.Module):
         w_true: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Accumulate one batch; returns its per-image metrics (for a results table)."""
-        values = per_image_metrics(sr, hr, y, D, self.lpips_nets, w_hat, w_true, self.niqe)
+        values = per_image_metrics(
+            sr, hr, y, D, self.lpips_nets, w_hat, w_true, self.niqe, self.faces
+        )
         nan = torch.full((sr.shape[0],), math.nan, device=sr.device)
         for name, mean in self.means.items():
             mean.update(values.get(name, nan))

@@ -15,11 +15,13 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from rls.metrics.faces import FACE_NAMES
+
 log = logging.getLogger("rls.metrics")
 
 # the method name of the rows that score the HR images themselves (NIQE of the ground truth)
 GROUND_TRUTH = "ground_truth"
-PER_IMAGE_NAMES = ("psnr", "ssim", "ms_ssim", "lr_psnr", "niqe", "latent_error")
+PER_IMAGE_NAMES = ("psnr", "ssim", "ms_ssim", "lr_psnr", "niqe", "latent_error", *FACE_NAMES)
 # torchmetrics' MS-SSIM (5 scales, 11-tap window) needs side // (5 - 1)**2 > 11 - 1.
 MS_SSIM_MIN_SIZE = 176
 _notes_given: set[str] = set()
@@ -112,6 +114,7 @@ def per_image_metrics(
     w_hat: Tensor | None = None,
     w_true: Tensor | None = None,
     niqe: Callable[[Tensor], Tensor] | None = None,
+    faces: Callable[[Tensor, Tensor | None], dict[str, Tensor]] | None = None,
 ) -> dict[str, Tensor]:
     """Per-image metrics, each a float tensor ``[B]``, all on [0, 1] images.
 
@@ -119,6 +122,8 @@ def per_image_metrics(
     ``latent_error``) are computed. ``lpips_nets`` maps a name (``"alex"``, ``"vgg"``) to a
     callable ``(a, b) -> [B]``; each gives ``lpips_<name>``. ``lr_psnr`` = PSNR(D(sr), y)
     needs ``y`` and ``D``. ``niqe``: a no-reference scorer ``x -> [B]`` of ``sr``.
+    ``faces``: :class:`rls.metrics.faces.FaceMetrics` (detection of ``sr``; identity and
+    landmark distance to ``hr``).
     """
     sr = sr.float().clamp(0, 1)
     out: dict[str, Tensor] = {}
@@ -137,4 +142,6 @@ def per_image_metrics(
         out["niqe"] = niqe_scores(niqe, sr)
     if w_hat is not None and w_true is not None:
         out["latent_error"] = latent_error(w_hat, w_true.to(w_hat.device))
+    if faces is not None:
+        out.update(faces(sr, hr))
     return out

@@ -40,6 +40,7 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
+from rls.metrics.faces import FACE_NAMES as FACE_COLUMNS
 from rls.reports.run_lock import DEFAULT_OWNER, MERGE_LOCK, idle_owners
 
 log = logging.getLogger("rls.reports")
@@ -54,6 +55,7 @@ COLUMNS = [
     "lpips",
     "lr_psnr",
     "niqe",
+    *FACE_COLUMNS,
     "flow_nll",
     "latent_error",
     "steps",
@@ -67,6 +69,7 @@ METRIC_COLUMNS = [
     "lpips",
     "lr_psnr",
     "niqe",  # no reference; the method ground_truth holds the HR images' own
+    *FACE_COLUMNS,  # dlib: detection of the output; identity and landmarks against the HR
     "flow_nll",
     "latent_error",  # ‖ŵ - w‖ to the true code, for generator-sampled targets only
     "steps",
