@@ -139,7 +139,13 @@ def test_dlib_finds_no_face_in_a_blank_photo():
         DlibLandmarks(allow_download=False)(Image.new("RGB", (160, 160), (128, 128, 128)))
 
 
+def without_shipped_models(monkeypatch):
+    """As on a machine without the face_recognition_models package."""
+    monkeypatch.setattr(weights, "package_file", lambda spec: None)
+
+
 def test_missing_landmark_model_names_the_file_and_where_to_get_it(tmp_path, monkeypatch):
+    without_shipped_models(monkeypatch)
     monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "w"))
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(weights.MissingWeightsError) as err:
@@ -147,11 +153,13 @@ def test_missing_landmark_model_names_the_file_and_where_to_get_it(tmp_path, mon
     msg = str(err.value)
     assert "shape_predictor_68_face_landmarks.dat" in msg
     assert "dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2" in msg
+    assert "install the package face_recognition_models" in msg
     with pytest.raises(weights.MissingWeightsError, match="not found"):
         weights.resolve_weights("dlib_landmarks68", tmp_path / "nowhere.dat")
 
 
 def test_landmark_model_download_is_decompressed_and_its_hash_reported(tmp_path, monkeypatch):
+    without_shipped_models(monkeypatch)
     monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "hub"))
     payload = b"landmark model bytes" * 100
@@ -254,6 +262,7 @@ def test_align_without_the_landmark_model_fails_before_the_generator(tmp_path, m
     import rls.generators
     from rls.preflight import PreflightError
 
+    without_shipped_models(monkeypatch)
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
     monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "w"))
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "hub"))
@@ -269,3 +278,55 @@ def test_align_without_the_landmark_model_fails_before_the_generator(tmp_path, m
     assert "data.dataset.landmarks_model" in str(err.value)
     assert "shape_predictor_68_face_landmarks.dat" in str(err.value)
     assert not built
+
+
+def test_a_real_photo_is_aligned_restored_and_pasted_back_offline(tmp_path, monkeypatch):
+    """scikit-image's astronaut portrait, end to end with no download: dlib finds the face
+    (its model from the installed face_recognition_models package), the FFHQ square is cut,
+    restored with the shipped generator, and pasted back: the face region changes, the rest
+    of the photo is untouched, and the face metrics score the restored crop."""
+    from hydra import compose, initialize_config_dir
+    from skimage import data
+
+    import evaluate
+    from rls.reports.run_files import image_path, read_rows
+
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = Image.fromarray(data.astronaut())
+    photo.save(photos / "astronaut.png")
+    run_dir = tmp_path / "run"
+    overrides = [
+        "logger=none", "metrics.fid=false", "metrics.lpips=[]", "prior.train_if_missing=false",
+        "trainer.enable_progress_bar=false", "method=[wplus]", "method.wplus.steps=20",
+        "generator=lfw32", "scale=4", "data=folder", f"data.dataset.root={photos}",
+        "data.num_workers=0", "data.dataset.align=ffhq", "data.dataset.paste_back=true",
+        f"run_dir={run_dir}",
+    ]  # fmt: skip
+    configs = str(__import__("pathlib").Path(evaluate.__file__).parent / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        evaluate.evaluate(compose(config_name="evaluate", overrides=overrides))
+
+    rows = {r["method"]: r for r in read_rows(run_dir / "results.csv")}
+    assert rows["wplus"]["status"] == "ok", rows["wplus"]["notes"]
+    assert rows["wplus"]["identity_distance"] != ""  # face metrics on the 32² crop
+    landmarks = DlibLandmarks(allow_download=False)(photo)
+    quad = ffhq_quad(landmarks)
+    hr = Image.open(image_path(run_dir, "hr", "astronaut"))
+    expected = warp_quad(photo, quad, hr.size[0])
+    np.testing.assert_allclose(np.asarray(hr, np.float64), np.asarray(expected, np.float64), atol=1)
+    pasted = np.asarray(Image.open(image_path(run_dir, "wplus_pasted", "astronaut")), np.float64)
+    original = np.asarray(photo, np.float64)
+    assert pasted.shape == original.shape
+    x0, y0 = quad.min(0).astype(int)
+    x1, y1 = np.ceil(quad.max(0)).astype(int)
+    outside = np.ones(original.shape[:2], bool)
+    outside[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = False
+    assert np.array_equal(pasted[outside], original[outside])  # the rest: untouched
+    cx, cy = landmarks[27:36].mean(0).astype(int)  # the nose: inside the pasted face
+    changed = np.abs(
+        pasted[cy - 10 : cy + 10, cx - 10 : cx + 10]
+        - original[cy - 10 : cy + 10, cx - 10 : cx + 10]
+    )
+    assert changed.mean() > 2.0
