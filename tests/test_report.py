@@ -74,3 +74,34 @@ def test_wandb_grid_is_lr_methods_hr_side_by_side_as_uint8():
     assert array.shape == (32, 128, 3) and str(array.dtype) == "uint8"
     assert tuple(array[0, 0]) == (255, 0, 0)  # the LR, upscaled by nearest neighbour
     assert tuple(array[0, 40]) == (128, 128, 128) and tuple(array[0, 127]) == (255, 255, 255)
+
+
+def test_report_names_the_leader_on_each_axis_and_shows_the_face_columns(tmp_path):
+    """Face columns reach the table, and one line names the best method per measured axis
+    (never the ground truth's own row)."""
+    from rls.reports.run_html import leaders
+
+    rows = []
+    values = {  # method: (psnr, flow_nll, face_detected, face_score, identity, landmarks)
+        "bicubic": (19.0, None, 0.0, -0.6, 0.9, 3.0),
+        "rls": (18.0, 30.0, 1.0, 0.8, 0.5, 1.5),
+        "rls_plus": (18.5, 200.0, 1.0, 0.4, 0.45, 1.8),
+    }
+    for image_id in ("a", "b"):
+        for method, (psnr, nll, found, score, ident, lmd) in values.items():
+            rows.append({"image_id": image_id, "method": method, "scale": 4, "psnr": psnr,
+                         "flow_nll": nll, "face_detected": found, "face_score": score,
+                         "identity_distance": ident, "landmark_distance": lmd,
+                         "status": "ok"})  # fmt: skip
+        rows.append({"image_id": image_id, "method": "ground_truth", "face_detected": 1.0,
+                     "identity_distance": 0.0, "status": "ok"})  # fmt: skip
+    ShardWriter(tmp_path).write(rows)
+    summary = write_summary(tmp_path, merge(tmp_path))
+    lead = leaders(summary)
+    assert lead["psnr"][0] == "bicubic" and lead["flow_nll"][0] == "rls"
+    assert lead["face_detected"][0] in ("rls", "rls_plus")
+    assert lead["identity_distance"] == ("rls_plus", 0.45)  # not the ground truth's 0
+    assert lead["landmark_distance"][0] == "rls"
+    page = build_report(tmp_path).read_text()
+    assert "face found ↑" in page and "identity dist. ↓" in page and "landmarks (px) ↓" in page
+    assert "Leads on each axis:" in page and "identity dist. ↓: rls_plus (0.45)" in page

@@ -36,6 +36,9 @@ PAPER_METRICS = (
     ("niqe", "NIQE", False, 2),
     ("fid", "FID", False, 2),
     ("kid_mean", "KID", False, 4),
+    ("face_detected", "Face found", True, 2),  # dlib: rls.metrics.faces
+    ("identity_distance", "ID dist.", False, 3),
+    ("landmark_distance", "LMD (px)", False, 2),
 )
 TABLE_FILES = ("paper_table.md", "paper_table.tex", "paper_table.csv")
 REFERENCE_ROWS = ("ground_truth",)  # never "best": it is not a restoration

@@ -95,23 +95,37 @@ def _summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# y axes of the per-image realism-fidelity plot, with what "up" means on each
+PLOT_AXES = {
+    "flow_nll": "flow NLL of the code ↓ → less realistic",
+    "lpips": "LPIPS ↓ → less alike",
+    "face_score": "dlib face score ↑ → more face-like",
+    "identity_distance": "identity distance ↓ (< 0.6: same person)",
+}
+
+
 def _plot(rows: list[dict], methods: list[str]) -> str:
-    """Realism (flow NLL, LPIPS) against fidelity (PSNR), as an inline PNG."""
+    """Realism (flow NLL, LPIPS, dlib's face score) and identity against fidelity (PSNR),
+    as an inline PNG: one panel per measured axis."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    axes_spec = [(y, _LABELS[y]) for y in ("flow_nll", "lpips")]
+    axes_spec = list(PLOT_AXES.items())
     axes_spec = [
         (y, label)
         for y, label in axes_spec
         if any(math.isfinite(_float(r.get(y))) for r in rows if r["status"] == "ok")
     ]
     if not axes_spec:
-        return "<p>No realism measure (flow NLL, LPIPS) was recorded.</p>"
-    fig, axes = plt.subplots(1, len(axes_spec), figsize=(5.5 * len(axes_spec), 4), squeeze=False)
-    for ax, (column, label) in zip(axes[0], axes_spec):
+        return "<p>No realism measure (flow NLL, LPIPS, face score) was recorded.</p>"
+    ncols = min(len(axes_spec), 2)
+    nrows = math.ceil(len(axes_spec) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False)
+    for ax in list(axes.flat)[len(axes_spec) :]:
+        ax.axis("off")
+    for ax, (column, label) in zip(axes.flat, axes_spec):
         for method in methods:
             pts = [
                 (_float(r["psnr"]), _float(r[column]))
@@ -131,7 +145,9 @@ def _plot(rows: list[dict], methods: list[str]) -> str:
             ax.set_yscale("log")  # e.g. unregularised W+ codes sit orders of magnitude higher
         readable_db_axis(ax, [_float(r["psnr"]) for r in rows if r["status"] == "ok"])
         ax.set_xlabel("PSNR (dB) → more faithful")
-        ax.set_ylabel(f"{label} → less realistic" if "↓" in label else label)
+        ax.set_ylabel(label)
+        if column == "identity_distance":
+            ax.axhline(0.6, color="grey", lw=0.8, ls="--")  # dlib's same-person threshold
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Realism–fidelity: one dot per image, ★ = method mean")
@@ -250,7 +266,55 @@ EMPTY_BECAUSE = {
     "latent_error": "only for generator-sampled targets, whose true code is known (data=generated)",
     "steps": "no search ran (baselines only)",
     "seconds": "no search ran (baselines only)",
+    "niqe": "NIQE needs images of 96² or more, or niqe_pris_params.npz was not found",
+    **dict.fromkeys(
+        ("face_detected", "face_score"),
+        "face metrics need images of 24² or more and dlib's models (metrics.faces; the "
+        "face_recognition_models package)",
+    ),
+    **dict.fromkeys(
+        ("identity_distance", "identity_match", "landmark_distance", "landmark_nme"),
+        "these need an HR image with a face dlib finds, of 24² or more (metrics.faces)",
+    ),
 }
+
+# The axes on which the summary names a leader: (column, higher is better).
+LEAD_AXES = (
+    ("psnr", True),
+    ("ssim", True),
+    ("lpips", False),
+    ("lr_psnr", True),
+    ("niqe", False),
+    ("flow_nll", False),
+    ("face_detected", True),
+    ("identity_distance", False),
+    ("landmark_distance", False),
+)
+
+
+def leaders(summary: dict) -> dict[str, tuple[str, float]]:
+    """``{column: (method, mean)}``: the restoration method with the best mean on each axis
+    of :data:`LEAD_AXES` that any method measured (the ground-truth row is not a method)."""
+    out = {}
+    for column, higher in LEAD_AXES:
+        means = {
+            m: e[column]["mean"]
+            for m, e in summary.items()
+            if m != GROUND_TRUTH and isinstance(e.get(column), dict)
+            and math.isfinite(_float(e[column].get("mean")))
+        }  # fmt: skip
+        if means:
+            best = (max if higher else min)(means, key=means.get)
+            out[column] = (best, float(means[best]))
+    return out
+
+
+def _leaders_line(summary: dict) -> str:
+    lead = leaders(summary)
+    if not lead:
+        return ""
+    parts = [f"{_LABELS[c]}: {m} ({v:.4g})" for c, (m, v) in lead.items()]
+    return f'<p class="note">Leads on each axis: {html.escape("; ".join(parts))}.</p>'
 
 
 def _empty_columns(summary: dict, config: str) -> str:
@@ -301,6 +365,7 @@ def build_report(run_dir: str | Path, title: str | None = None) -> Path:
 <p>{html.escape(meta)}</p>
 <h2>Summary (mean ± std over images that succeeded)</h2>
 {_summary_table(summary)}
+{_leaders_line(summary)}
 {_fid_protocol(fid_protocol)}
 {_empty_columns(summary, config)}
 <h2>Realism–fidelity</h2>

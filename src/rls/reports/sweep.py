@@ -33,7 +33,15 @@ from rls.reports.run_files import COLUMNS, all_rows, summarize
 # these can make a column; trainer, logger, threads, run_dir... never do.
 RESULT_GROUPS = ("generator", "flow", "prior", "method", "corruption", "data", "scale", "seed")
 # The table's metrics and whether higher is better (the best per column is marked).
-TABLE_METRICS = {"psnr": True, "ssim": True, "lpips": False, "lr_psnr": True, "flow_nll": False}
+TABLE_METRICS = {
+    "psnr": True,
+    "ssim": True,
+    "lpips": False,
+    "lr_psnr": True,
+    "flow_nll": False,
+    "face_detected": True,  # dlib's face metrics (rls.metrics.faces), where measured
+    "identity_distance": False,
+}
 RUN_DIR_FILE = "run_dir.txt"  # written into a Hydra job's output dir by the job
 MEMBER_FILE = "member.json"  # written there when the job ends: status, error
 SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep_report.html")

@@ -28,6 +28,8 @@ _LABELS = {
     "lpips": "LPIPS ↓",
     "lr_psnr": "LR-PSNR (dB) ↑",
     "flow_nll": "flow NLL of the code ↓",
+    "face_detected": "face found ↑",
+    "identity_distance": "identity distance ↓",
 }
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 16px; color: #222; max-width: 1400px; }
