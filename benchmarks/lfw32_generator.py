@@ -9,12 +9,19 @@
   images) to its nearest training face, against the same distance for each held-out face
   (real faces the generator never saw). Samples much closer to training faces than held-out
   faces are would be copies; the figure shows samples beside their nearest training faces;
+- diversity: the mean pairwise RMSE of 100 samples over that of the 100 real LFW faces
+  (1 = as varied as the data; a collapsed generator scores near 0);
+- realism in a feature space available offline: the Fréchet distance between dlib's 128-d
+  face descriptors of ``--n-fd`` samples and of the 100 real faces (FD-dlib: the FID formula
+  on dlib's face-recognition features, *not* the paper's Inception FID), beside the same
+  distance between two halves of the real faces (what 50 against 50 real faces give), and
+  dlib's face-detection rate on samples and on real faces;
 - coverage: plain W+ inversion (``method=wplus``: the RLS stage with every regulariser off,
   here with no downsampling, scale 1) of the 10 held-out faces and of 10 training faces
   (0, 9, ..., 81): the reconstruction PSNR on each. A generator that covers faces it never
   saw reconstructs held-out faces about as well as training ones.
 
-Writes docs/generator_lfw32_*.png and benchmarks/results/lfw32_generator.json.
+Writes docs/<prefix>_*.png (``--prefix``, default generator_lfw32) and ``--out``.
 """
 
 from __future__ import annotations
@@ -58,6 +65,50 @@ def nearest(queries: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, t
     d = torch.cdist(q, t) / q.shape[1] ** 0.5
     dist, idx = d.min(dim=1)
     return dist, idx
+
+
+def diversity_ratio(samples: torch.Tensor, real: torch.Tensor) -> dict:
+    from rls.lit.gan_module import pairwise_rmse
+
+    s, r = float(pairwise_rmse(grey(samples))), float(pairwise_rmse(grey(real)))
+    return {
+        "samples_pairwise_rmse": round(s, 4),
+        "real_pairwise_rmse": round(r, 4),
+        "ratio": round(s / r, 3),
+        "n_samples": samples.shape[0],
+        "n_real": real.shape[0],
+    }
+
+
+def descriptors(images: torch.Tensor):
+    """dlib's face descriptor of each aligned 32² face in the whole-image box (every image
+    is a crop like the training faces), and whether dlib's detector finds a face."""
+    import dlib
+    import numpy as np
+
+    from rls.metrics.faces import FaceMetrics, FaceModels, to_uint8_rgb
+
+    faces = FaceMetrics(FaceModels.pretrained(allow_download=False))
+    out, found = [], []
+    for img in images:
+        array = to_uint8_rgb(img)
+        box = dlib.rectangle(0, 0, array.shape[1] - 1, array.shape[0] - 1)
+        shape, _ = faces.landmarks(array, box)
+        out.append(faces.descriptor(array, shape))
+        windows = faces.detect(array)
+        found.append(bool(windows and windows[0][0] > 0))
+    return torch.from_numpy(np.stack(out)).double(), float(np.mean(found))
+
+
+def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The Fréchet distance of Gaussians fitted to two feature sets (the FID formula)."""
+    import numpy as np
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0).numpy(), b.mean(0).numpy()
+    s1, s2 = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
 def invert(G, targets: torch.Tensor, ids: list[str], steps: int, start_samples: int):
@@ -104,6 +155,8 @@ def main() -> None:
     parser.add_argument("--docs", default=str(ROOT / "docs"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/lfw32_generator.json"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prefix", default="generator_lfw32", help="docs figure name prefix")
+    parser.add_argument("--n-fd", type=int, default=1000, help="samples for FD-dlib")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     docs = Path(args.docs)
@@ -115,9 +168,24 @@ def main() -> None:
 
     # samples
     samples = sample(G, args.n, args.seed)
-    save_grid(samples[:64], docs / "generator_lfw32_samples.png", nrow=8)
-    save_grid(torch.cat([train, heldout]), docs / "generator_lfw32_faces.png", nrow=10)
+    save_grid(samples[:64], docs / f"{args.prefix}_samples.png", nrow=8)
+    save_grid(torch.cat([train, heldout]), docs / f"{args.prefix}_faces.png", nrow=10)
     colour = (samples - grey(samples)).abs().mean().item()  # how far from grey (R = G = B)
+    real = torch.cat([train, heldout])
+    diversity = diversity_ratio(samples[:100], real)
+    fake_desc, fake_found = descriptors(samples[: args.n_fd])
+    real_desc, real_found = descriptors(real)
+    halves = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    realism = {
+        "fd_dlib_samples_vs_real": round(frechet(fake_desc, real_desc), 4),
+        "fd_dlib_real_half_vs_half": round(
+            frechet(real_desc[halves[:50]], real_desc[halves[50:]]), 4
+        ),
+        "fd_dlib_samples50_vs_real": round(frechet(fake_desc[:50], real_desc[halves[50:]]), 4),
+        "n_samples": int(fake_desc.shape[0]),
+        "detected_samples": round(fake_found, 3),
+        "detected_real": round(real_found, 3),
+    }
 
     # memorisation
     s_dist, s_idx = nearest(samples, train)
@@ -127,11 +195,11 @@ def main() -> None:
     dt = torch.cdist(t, t) / t.shape[1] ** 0.5
     dt.fill_diagonal_(float("inf"))
     t_dist = dt.min(dim=1).values
-    histogram(s_dist, h_dist, t_dist, docs / "generator_lfw32_memorisation.png")
+    histogram(s_dist, h_dist, t_dist, docs / f"{args.prefix}_memorisation.png")
     show = torch.argsort(s_dist)[:8].tolist() + torch.randperm(args.n)[:8].tolist()
     pairs = torch.stack([samples[show], train[s_idx[show]]], dim=1).flatten(0, 1)
     # rows: 8 closest samples (with their nearest training face), then 8 random ones
-    save_grid(pairs, docs / "generator_lfw32_nearest.png", nrow=8)
+    save_grid(pairs, docs / f"{args.prefix}_nearest.png", nrow=8)
 
     # coverage
     t0 = time.perf_counter()
@@ -141,7 +209,7 @@ def main() -> None:
     rec_h, psnr_h = invert(G, heldout, held_ids, args.steps, args.start_samples)
     rec_t, psnr_t = invert(G, probe, train_ids, args.steps, args.start_samples)
     inversion_seconds = time.perf_counter() - t0
-    save_grid(torch.cat([heldout, rec_h, probe, rec_t]), docs / "generator_lfw32_inversion.png",
+    save_grid(torch.cat([heldout, rec_h, probe, rec_t]), docs / f"{args.prefix}_inversion.png",
               nrow=10)  # fmt: skip
 
     def stats(x: torch.Tensor) -> dict:
@@ -151,6 +219,8 @@ def main() -> None:
     record = {
         "generator": args.generator,
         "samples": {"n": args.n, "seed": args.seed, "mean_abs_colour": round(colour, 4)},
+        "diversity": diversity,
+        "realism_dlib_descriptors": realism,
         "memorisation_rmse_to_nearest_training_face": {
             "samples": stats(s_dist),
             "held_out_faces": stats(h_dist),

@@ -136,7 +136,8 @@ def _plot(rows: list[dict], methods: list[str]) -> str:
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            dots = ax.scatter(xs, ys, s=18, alpha=0.6, label=method)
+            colour = f"C{methods.index(method) % 10}"  # one colour per method in every panel
+            dots = ax.scatter(xs, ys, s=18, alpha=0.6, label=method, color=colour)
             mean = ([sum(xs) / len(xs)], [sum(ys) / len(ys)])
             ax.scatter(*mean, s=160, marker="*", color=dots.get_facecolor()[0], edgecolors="k")
         ys_all = [_float(r[column]) for r in rows if r["status"] == "ok"]
