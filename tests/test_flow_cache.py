@@ -153,3 +153,28 @@ def test_two_runs_wanting_one_flow_train_it_once(tmp_path, monkeypatch):
     assert len(trainings) == 1 and len(results) == 2
     assert sorted(r.trained for r in results) == [False, True]
     assert all(r.flow is not None and r.path == results[0].path for r in results)
+
+
+def test_a_truncated_cached_flow_is_set_aside_and_trained_again(tmp_path, caplog):
+    """A flow file cut short (a full disk, a killed copy) would end every later run in a
+    traceback: it is named in one warning, renamed .damaged, and the flow trained anew."""
+    import logging
+
+    cache = tmp_path / "flows"
+    cfg = _compose("train_flow", [*RECIPE, f"flow_training.cache_dir={cache}", "logger=none"])
+    cfg.callbacks = None
+    train_flow.main(cfg)
+    (flow_dir,) = cache.iterdir()
+    flow_file = flow_dir / "flow.safetensors"
+    good = flow_file.read_bytes()
+    flow_file.write_bytes(good[: len(good) // 2])
+    caplog.set_level(logging.WARNING, logger="rls.lit")
+    evaluate.evaluate(
+        _compose("evaluate", [*SEARCH, *RECIPE, f"flow_training.cache_dir={cache}",
+                              f"run_dir={tmp_path / 'run'}"])
+    )  # fmt: skip
+    warned = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(warned) == 1 and str(flow_file) in warned[0]
+    assert (flow_dir / "flow.safetensors.damaged").read_bytes() == good[: len(good) // 2]
+    assert WFlow.load(flow_file).family == "maf_paper"  # trained again, readable
+    assert len(_results(tmp_path / "run")) == 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import time
 from dataclasses import asdict, dataclass
@@ -443,6 +444,24 @@ class CachedFlow:
     metrics: dict | None
 
 
+def _readable_or_set_aside(path: Path) -> bool:
+    """True when ``path`` opens as a safetensors file; a damaged one (truncated by a full
+    disk or a killed copy) is renamed ``<name>.damaged`` with one warning, so the flow is
+    trained again instead of every later run failing on it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+        return True
+    except Exception as err:  # safetensors raises its own error types for every damage
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        log.warning("%s: damaged (%s); set aside as %s, the flow is trained again",
+                    path, str(err).splitlines()[0], aside.name)  # fmt: skip
+        return False
+
+
 def cached_flow(
     G: nn.Module,
     recipe: FlowRecipe,
@@ -460,7 +479,7 @@ def cached_flow(
     out_dir = flow_cache_dir(cache, G, recipe)
     path = out_dir / FLOW_FILE
     metrics_path = out_dir / "metrics.json"
-    if path.is_file():
+    if path.is_file() and _readable_or_set_aside(path):
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         return CachedFlow(WFlow.load(path, generator=G), path, False, metrics)
     if not train_if_missing:
@@ -475,7 +494,7 @@ def cached_flow(
         log.warning("%s: another process is training this flow; waiting for it", out_dir)
         lock.acquire()
     with lock:
-        if path.exists():  # trained meanwhile by the process we waited for
+        if path.exists() and _readable_or_set_aside(path):  # trained by the one we waited for
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
             return CachedFlow(WFlow.load(path, generator=G), path, False, metrics)
         record = {"generator": generator_name, "generator_key": generator_key(G), **asdict(recipe)}
