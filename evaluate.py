@@ -461,11 +461,19 @@ def _one_line_error(err: Exception) -> RunFailed | None:
     (``-m``), any error as one line naming the member and the sweep report (the traceback
     is in the report's member.json); ``None``: let it through with its traceback."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
 
+    from rls.generators.formats_common import CheckpointError
     from rls.preflight import PreflightError
     from rls.reports.run_lock import RunDirBusy
+    from rls.weights import MissingWeightsError
 
-    plain = isinstance(err, PreflightError | EveryImageFailed | RunDirBusy)
+    mistakes = (
+        PreflightError | EveryImageFailed | RunDirBusy | CheckpointError | MissingWeightsError
+    )
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, mistakes):
+        err = err.__cause__  # a bad file met while Hydra built a configured object
+    plain = isinstance(err, mistakes)
     message = str(err) if plain else f"{type(err).__name__}: {err}"
     if _multirun():
         from rls.reports.sweep import SWEEP_FILES

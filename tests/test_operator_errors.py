@@ -199,3 +199,33 @@ def test_a_sweep_with_a_failed_member_names_its_report_and_exits_non_zero(tmp_pa
     assert f"every member's outcome: {sweep / 'sweep_report.html'}" in done.stderr
     html = (sweep / "sweep_report.html").read_text()
     assert "failed" in html and "PreflightError: scale=7" in html  # the member's own error
+
+
+def test_a_bad_file_met_while_building_the_generator_is_one_line(tmp_path):
+    """A truncated generator.source fails inside Hydra's instantiate: the user sees the
+    file and its damage in the same one line as every other mistake, not Hydra's wrapper."""
+    from hydra.utils import instantiate
+
+    import evaluate
+
+    shipped = ROOT / "src" / "rls" / "generators" / "weights" / "lfw32.safetensors"
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(shipped.read_bytes()[:300_000])
+    with pytest.raises(Exception) as caught:
+        instantiate({"_target_": "rls.generators.load_generator", "source": str(cut)})
+    line = evaluate._one_line_error(caught.value)
+    assert line is not None
+    text = str(line)
+    assert text.startswith(f"[evaluate] {cut}: corrupt or truncated safetensors file")
+    assert "Error in call to target" not in text and "\n" not in text
+
+
+@pytest.mark.slow
+def test_the_command_names_a_truncated_generator_in_one_line(tmp_path):
+    shipped = ROOT / "src" / "rls" / "generators" / "weights" / "lfw32.safetensors"
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(shipped.read_bytes()[:300_000])
+    done = _cli([*FAST_CLI, "generator=local", f"generator.source={cut}"], tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"[evaluate] {cut}: corrupt"), done.stderr
