@@ -4,8 +4,10 @@
   results still to compute — on a resumed run only what is left — with rate and ETA for
   the whole run, and one bar for the search in flight: method, image ids, steps done,
   current loss (the batch mean of the total), and the steps per search once known.
-- Training (the flow fitted by train_flow.py or inside evaluate.py): one bar over
-  ``max_steps`` (from the resumed step on), with the logged NLL, instead of one per epoch.
+- Training (the flow fitted by train_flow.py or inside evaluate.py, the GAN of
+  train_generator.py): one bar over ``max_steps`` (from the resumed step on), with the
+  logged NLL and the latest validation NLL, instead of one per epoch; no bar for each
+  epoch's validation, nor for Lightning's sanity check.
 
 Quiet with ``trainer.enable_progress_bar=false``. The loss is read off the device every
 ``refresh_rate`` steps only, never per step.
@@ -69,6 +71,34 @@ class RunProgressBar(TQDMProgressBar):
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
+
+    # ---------------------------------------------------------------- training: validation
+
+    def on_sanity_check_start(self, *_: Any) -> None:
+        self.train_progress_bar = Tqdm(disable=True)  # Lightning's placeholder; no val bar
+
+    def on_sanity_check_end(self, *_: Any) -> None:
+        self.train_progress_bar.close()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit":  # trainer.validate(): a bar of its own, as Lightning
+            super().on_validation_start(trainer, pl_module)
+
+    def on_validation_batch_start(self, trainer, pl_module, *args: Any, **kwargs: Any) -> None:
+        if trainer.state.fn != "fit":
+            super().on_validation_batch_start(trainer, pl_module, *args, **kwargs)
+
+    def on_validation_batch_end(self, trainer, pl_module, *args: Any, **kwargs: Any) -> None:
+        if trainer.state.fn != "fit":
+            super().on_validation_batch_end(trainer, pl_module, *args, **kwargs)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit":
+            return super().on_validation_end(trainer, pl_module)
+        self.reset_dataloader_idx_tracker()
+        bar = self._train_progress_bar
+        if bar is not None and not trainer.sanity_checking:  # the latest held-out NLL
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=True)
 
     # ---------------------------------------------------------------- evaluation: searches
 

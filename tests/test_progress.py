@@ -71,7 +71,9 @@ def test_the_loss_is_read_every_refresh_rate_steps_only():
     assert len(reads) == 2 and bar.search_bar.n == 20  # at steps 10 and 20, not 25 times
 
 
-def test_flow_training_bar_runs_over_max_steps(tmp_path, capsys):
+def test_flow_training_bar_runs_over_max_steps_without_validation_bars(tmp_path, capsys):
+    """One bar for the whole fit, with the latest held-out NLL in it; no bar per epoch's
+    validation (3 epochs here) and none for Lightning's sanity check."""
     from rls.generators import load_generator
     from rls.lit import fit_flow
 
@@ -82,3 +84,5 @@ def test_flow_training_bar_runs_over_max_steps(tmp_path, capsys):
              trainer_kwargs={"enable_model_summary": False})  # fmt: skip
     out = capsys.readouterr().out
     assert "training" in out and "6/6" in out and "train/nll=" in out
+    assert "val/nll=" in out
+    assert "Validation" not in out and "Sanity Checking" not in out
