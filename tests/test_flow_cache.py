@@ -122,6 +122,7 @@ def test_two_runs_wanting_one_flow_train_it_once(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
     import rls.lit.flow_module as flow_module
+    from rls.lit.flow_cache import cached_flow
 
     cfg = _compose("evaluate", RECIPE)
     recipe = FlowRecipe.from_settings(
@@ -140,9 +141,7 @@ def test_two_runs_wanting_one_flow_train_it_once(tmp_path, monkeypatch):
     results = []
 
     def run():
-        found = flow_module.cached_flow(
-            G, recipe, tmp_path, trainer_kwargs={"enable_progress_bar": False}
-        )
+        found = cached_flow(G, recipe, tmp_path, trainer_kwargs={"enable_progress_bar": False})
         results.append(found)
 
     threads = [threading.Thread(target=run) for _ in range(2)]

@@ -5,22 +5,21 @@ buffer of ``epoch_size`` samples seeded by (seed, epoch). Chosen over an infinit
 stream because a map-style buffer is sharded by Lightning's DistributedSampler with no
 duplicate samples across ranks, is reshuffled per epoch, runs the mapping network once
 per epoch in large batches, and makes resuming exact (the epoch number seeds it). The
-held-out set comes from a separate seed and is fixed for the whole run.
+held-out set comes from a separate seed and is fixed for the whole run. The stopping and
+learning-rate rule: :mod:`rls.lit.flow_stopping`; the cache both entry points share:
+:mod:`rls.lit.flow_cache`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from filelock import FileLock, Timeout
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
@@ -28,56 +27,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rls.flows import WFlow, fit_older_priors, gaussianity_stats, sample_w
 from rls.flows.recipe import (
-    FLOW_FILE,
     SCHEDULES,
-    FlowRecipe,
     check_training_settings,
-    flow_cache_dir,
-    generator_key,
 )
 from rls.generators.formats_common import refused_global
+from rls.lit.flow_stopping import ADAM_BETAS, AuthorsDecay
 from rls.seeding import seed_from_id
 
 log = logging.getLogger("rls.lit")
-
-# the authors' flow-training optimiser (CPFLOW_lib/train_tab_w.py at 73103a4: Adam, betas 0.9/0.99,
-# weight decay added to the gradient)
-ADAM_BETAS = (0.9, 0.99)
-
-
-class AuthorsDecay(torch.optim.lr_scheduler.ReduceLROnPlateau):
-    """The learning-rate rule of the authors' flow-training script (CPFLOW_lib/train_tab_w.py,
-    ``update_lr``): after each validation without a lower held-out NLL (strictly lower, no
-    threshold), the count since the last improvement is compared with the early-stopping
-    patience P: past P//3 the rate becomes lr/10, past 2·(P//3) lr/100; an improvement
-    resets the count but never raises the rate again. Training stops after P such
-    validations (the early-stopping callback, same count).
-
-    Written by hand: ``ReduceLROnPlateau`` resets its count after each decay (so its second
-    decay comes after 2·(P//3 + 1) bad validations, not 2·(P//3) + 1) and its relative
-    threshold misjudges improvements of a negative NLL. Subclassed only so that Lightning
-    passes it the monitored metric and saves its state (``ndecs`` too) in checkpoints."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, patience: int):
-        super().__init__(optimizer, mode="min", factor=0.1, patience=patience)
-        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
-        self.ndecs = 0
-
-    def step(self, metrics, epoch=None):  # noqa: ARG002 - the signature Lightning calls
-        current = float(metrics)
-        self.last_epoch += 1
-        if current < self.best:
-            self.best, self.num_bad_epochs = current, 0
-        else:
-            self.num_bad_epochs += 1
-            third = self.patience // 3
-            if self.ndecs == 0 and self.num_bad_epochs > third:
-                self.ndecs = 1
-            elif self.ndecs == 1 and self.num_bad_epochs > 2 * third:
-                self.ndecs = 2
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base / 10**self.ndecs
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def flow_seed(seed: int, purpose: str) -> int:
@@ -431,82 +388,3 @@ def fit_flow(
         flow.save(output_dir / "flow.safetensors")
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return flow.eval(), metrics
-
-
-@dataclass
-class CachedFlow:
-    """A flow from the flow cache: where it lives, whether this call trained it, and the
-    metrics written with it (``None`` when ``flow`` is ``None``: none cached, none trained)."""
-
-    flow: WFlow | None
-    path: Path
-    trained: bool
-    metrics: dict | None
-
-
-def _readable_or_set_aside(path: Path) -> bool:
-    """True when ``path`` opens as a safetensors file; a damaged one (truncated by a full
-    disk or a killed copy) is renamed ``<name>.damaged`` with one warning, so the flow is
-    trained again instead of every later run failing on it."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            f.keys()
-        return True
-    except Exception as err:  # safetensors raises its own error types for every damage
-        aside = path.with_name(path.name + ".damaged")
-        os.replace(path, aside)
-        log.warning("%s: damaged (%s); set aside as %s, the flow is trained again",
-                    path, str(err).splitlines()[0], aside.name)  # fmt: skip
-        return False
-
-
-def cached_flow(
-    G: nn.Module,
-    recipe: FlowRecipe,
-    cache: str | Path,
-    *,
-    train_if_missing: bool = True,
-    generator_name: str | None = None,
-    logger=None,
-    callbacks=None,
-    trainer_kwargs: dict | None = None,
-) -> CachedFlow:
-    """The flow for ``G`` and ``recipe`` from ``<cache>/<generator key>-<recipe key>/``:
-    loaded when it was trained before (by either entry point), else trained there with
-    ``fit_flow`` (resuming an interrupted run of the same recipe) when ``train_if_missing``."""
-    out_dir = flow_cache_dir(cache, G, recipe)
-    path = out_dir / FLOW_FILE
-    metrics_path = out_dir / "metrics.json"
-    if path.is_file() and _readable_or_set_aside(path):
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        return CachedFlow(WFlow.load(path, generator=G), path, False, metrics)
-    if not train_if_missing:
-        return CachedFlow(None, path, False, None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Two runs wanting the same flow at once (two terminals, an array of jobs): one trains
-    # it, the other waits and then loads it, instead of both writing into one folder.
-    lock = FileLock(out_dir / ".train.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.warning("%s: another process is training this flow; waiting for it", out_dir)
-        lock.acquire()
-    with lock:
-        if path.exists() and _readable_or_set_aside(path):  # trained by the one we waited for
-            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-            return CachedFlow(WFlow.load(path, generator=G), path, False, metrics)
-        record = {"generator": generator_name, "generator_key": generator_key(G), **asdict(recipe)}
-        (out_dir / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
-        flow, metrics = fit_flow(
-            G,
-            recipe.flow,
-            output_dir=out_dir,
-            logger=logger,
-            callbacks=callbacks,
-            trainer_kwargs=trainer_kwargs,
-            generator_name=generator_name,
-            **recipe.training_kwargs(),
-        )
-    return CachedFlow(flow, path, True, metrics)
