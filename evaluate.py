@@ -44,6 +44,8 @@ RESULT_KEYS = (
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of everything that changes the results of a run."""
     values = {k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in RESULT_KEYS}
+    if isinstance(values.get("data"), dict):  # the shards of one run share its directory
+        values["data"] = {k: v for k, v in values["data"].items() if k != "shard"}
     precision = str((cfg.get("trainer") or {}).get("precision", "32-true"))
     if precision not in ("32-true", "32"):  # bf16 / TF32 results differ: a run of their own
         values["precision"] = precision
@@ -192,6 +194,21 @@ def check_config(cfg: DictConfig) -> None:
                          ("auto", "online", "offline", "disabled"))  # fmt: skip
     if cfg.get("run_dir") and resolve_run_dir(cfg).is_file():
         raise PreflightError(f"run_dir={cfg.run_dir}: a file; give a folder (new or earlier run)")
+    from rls.data.shard import ShardError, parse_shard
+
+    try:
+        parse_shard((cfg.get("data") or {}).get("shard"))
+    except ShardError as err:
+        raise PreflightError(str(err)) from None
+
+
+def run_owner(cfg: DictConfig) -> str:
+    """Who holds the run directory: the whole run, or shard I of N (``data.shard=I/N``)."""
+    from rls.data.shard import owner_name, parse_shard
+    from rls.reports.run_lock import DEFAULT_OWNER
+
+    shard = parse_shard((cfg.get("data") or {}).get("shard"))
+    return DEFAULT_OWNER if shard is None else owner_name(*shard)
 
 
 def build_methods(cfg: DictConfig) -> dict:
@@ -298,6 +315,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
         if not ccfg:
             continue
         extra = {"run_dir": str(run_dir)} if "run_dir" in ccfg else {}
+        if "owner" in ccfg:
+            extra["owner"] = run_owner(cfg)
         out.append(instantiate(ccfg, **extra))
     return out
 
@@ -349,7 +368,8 @@ def evaluate(cfg: DictConfig) -> Path:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
-    with hold_run_dir(run_dir):  # a second process on it stops here, in one line
+    owner = run_owner(cfg)
+    with hold_run_dir(run_dir, owner):  # a second process on it (or on the shard) stops here
         return _evaluate_in(cfg, run_dir, plain, checked, methods, precision)
 
 
@@ -361,16 +381,19 @@ def launching_process() -> bool:
 
 
 @contextlib.contextmanager
-def hold_run_dir(run_dir: Path):
-    """The run directory held for this run (:class:`rls.reports.run_lock.RunDirLock`) by
-    the launching process; DDP ranks it starts work under its hold. See that module for
-    sharing one run directory between processes that each hold a part (``owner``)."""
-    from rls.reports.run_lock import RunDirLock
+def hold_run_dir(run_dir: Path, owner: str = "run"):
+    """The run directory (or the ``owner`` part of it: a shard) held for this run
+    (:class:`rls.reports.run_lock.RunDirLock`) by the launching process; DDP ranks it
+    starts work under its hold. A shard records its N first (:mod:`rls.data.shard`)."""
+    from rls.data.shard import claim_sharding, parse_owner
+    from rls.reports.run_lock import DEFAULT_OWNER, RunDirLock
 
     if not launching_process():
         yield
         return
-    with RunDirLock(run_dir):
+    if owner != DEFAULT_OWNER:
+        claim_sharding(run_dir, *parse_owner(owner))
+    with RunDirLock(run_dir, owner=owner):
         yield
 
 
@@ -463,13 +486,19 @@ def _one_line_error(err: Exception) -> RunFailed | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
 
+    from rls.data.shard import ShardError
     from rls.generators.formats_common import CheckpointError
     from rls.preflight import PreflightError
     from rls.reports.run_lock import RunDirBusy
     from rls.weights import MissingWeightsError
 
     mistakes = (
-        PreflightError | EveryImageFailed | RunDirBusy | CheckpointError | MissingWeightsError
+        PreflightError
+        | EveryImageFailed
+        | RunDirBusy
+        | CheckpointError
+        | MissingWeightsError
+        | ShardError
     )
     if isinstance(err, InstantiationException) and isinstance(err.__cause__, mistakes):
         err = err.__cause__  # a bad file met while Hydra built a configured object

@@ -23,6 +23,7 @@ from rls.reports.run_files import (
     summary_metrics,
     write_summary,
 )
+from rls.reports.run_lock import DEFAULT_OWNER
 
 
 class ResultsWriter(pl.Callback):
@@ -40,9 +41,16 @@ class ResultsWriter(pl.Callback):
     ``images/``); a method with nothing new keeps the values summary.json already had.
     """
 
-    def __init__(self, run_dir: str | Path, save_images: bool = True, chunk: int = 16):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        save_images: bool = True,
+        chunk: int = 16,
+        owner: str | None = None,
+    ):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.owner = owner or DEFAULT_OWNER  # a shard (data.shard=I/N) writes as its own owner
         self.save_images = save_images
         self.chunk = chunk
         self._shard: ShardWriter | None = None
@@ -50,7 +58,7 @@ class ResultsWriter(pl.Callback):
 
     def on_test_start(self, trainer, pl_module) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._shard = ShardWriter(self.run_dir, rank=trainer.global_rank)
+        self._shard = ShardWriter(self.run_dir, rank=trainer.global_rank, owner=self.owner)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if not outputs:
@@ -87,8 +95,10 @@ class ResultsWriter(pl.Callback):
         trainer.strategy.barrier("results_merge")
         if trainer.is_global_zero:
             previous = read_summary(self.run_dir)
-            rows = merge(self.run_dir)
-            dataset_metrics = dict(getattr(pl_module, "dataset_metrics", None) or {})
+            rows = merge(self.run_dir, self.owner)  # every shard's rows so far: the last one
+            dataset_metrics = dict(getattr(pl_module, "dataset_metrics", None) or {})  # to end
+            if self.owner != DEFAULT_OWNER:  # one shard's FID/KID is not the run's
+                dataset_metrics, previous = {}, {}
             for method, entry in previous.items():  # nothing new for it: keep its FID/KID
                 if method not in dataset_metrics:
                     kept = {k: entry[k] for k in SET_LEVEL_KEYS if k in entry}

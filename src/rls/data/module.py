@@ -32,6 +32,7 @@ class RestorationDataModule(_lightning_base()):
     not already bound. Two inputs with the same image id are refused (their rows and files
     would overwrite each other). Under DDP each rank gets a disjoint shard (no image is
     repeated to even out the shards, so results.csv has every image exactly once).
+    ``shard="I/N"``: only the images of shard I of N (:mod:`rls.data.shard`), one process.
     """
 
     def __init__(
@@ -41,8 +42,12 @@ class RestorationDataModule(_lightning_base()):
         num_workers: int = 0,
         generator: torch.nn.Module | None = None,
         scale: int | None = None,
+        shard: str | None = None,
     ):
         super().__init__()
+        from rls.data.shard import parse_shard
+
+        self.shard = parse_shard(shard)  # (I, N): serve only shard I of N (rls.data.shard)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.dataset_factory = dataset
@@ -59,7 +64,17 @@ class RestorationDataModule(_lightning_base()):
         self.setup("test")
         workers = 0 if isinstance(self.dataset, GeneratorSampleDataset) else self.num_workers
         sampler = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if self.shard is not None:
+            from rls.data.shard import ShardError, shard_indices
+
+            if distributed:
+                raise ShardError(
+                    "data.shard with several processes (DDP): a shard is one process; run "
+                    "the shards as separate jobs instead (a SLURM array: README, Cluster)"
+                )
+            sampler = shard_indices(list(self.dataset.image_ids), *self.shard)
+        elif distributed:
             from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
             sampler = UnrepeatedDistributedSampler(self.dataset, shuffle=False)

@@ -1,6 +1,7 @@
 """``python -m rls.reports``: rebuild the reports from run and sweep directories.
 
     python -m rls.reports run runs/eval_...                  # <run dir>/report.html
+    python -m rls.reports merge runs/eval_...                # fold shards: results, summary, report
     python -m rls.reports sweep outputs/sweeps/<time>        # sweep.csv/json, sweep_report.html
     python -m rls.reports sweep runs/a runs/b --out DIR      # the same from run directories
     python -m rls.reports wandb outputs/sweeps/<time> --entity ME [--dry-run]   # W&B Report
@@ -37,6 +38,29 @@ def run_main(argv: list[str] | None = None, prog: str = "python -m rls.reports r
     return path
 
 
+def merge_main(argv: list[str] | None = None, prog: str = "python -m rls.reports merge") -> Path:
+    """Fold every finished or crashed part of a run directory (the shards of
+    ``data.shard=I/N`` jobs) into results.csv, then write summary.json and report.html: what
+    the last shard to finish does. Shards still running keep their rows until they end."""
+    from rls.reports.run_files import merge, write_summary
+    from rls.reports.run_html import build_report
+
+    parser = argparse.ArgumentParser(prog=prog, description=merge_main.__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a run directory of evaluate.py")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        parser.error(f"{run_dir}: not a directory")
+    rows = merge(run_dir)
+    if not rows:
+        parser.error(f"{run_dir}: no results (no results.csv, no shards)")
+    write_summary(run_dir, rows)
+    path = build_report(run_dir)
+    images = len({r["image_id"] for r in rows})
+    print(f"[merge] {len(rows)} rows of {images} images: {run_dir / 'results.csv'}; report {path}")
+    return path
+
+
 def sweep_main(argv: list[str] | None = None, prog: str = "python -m rls.reports sweep"):
     """sweep.csv, sweep.json and sweep_report.html of a Hydra sweep or of run directories."""
     from rls.reports.sweep import is_sweep_dir, load_sweep
@@ -68,6 +92,7 @@ def wandb_main(argv: list[str] | None = None, prog: str = "python -m rls.reports
 
 COMMANDS = {
     "run": (run_main, "report.html of one run directory"),
+    "merge": (merge_main, "fold a sharded run's parts: results.csv, summary.json, report"),
     "sweep": (sweep_main, "sweep.csv, sweep.json, sweep_report.html"),
     "wandb": (wandb_main, "a sweep's W&B Report (needs wandb-workspaces)"),
 }
