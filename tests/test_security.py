@@ -142,7 +142,7 @@ def test_resumed_run_never_unpickles_the_best_checkpoint_it_is_pointed_at(tmp_pa
     ckpt = torch.load(last, weights_only=True)
     marker, hostile = tmp_path / "EXECUTED", tmp_path / "elsewhere" / "best.ckpt"
     _hostile_lightning_checkpoint(hostile, marker)
-    (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
+    (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint") and "val/nll" in k]
     ckpt["callbacks"][key].update(best_model_path=str(hostile), best_model_score=torch.tensor(-1e9))
     torch.save(ckpt, last)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")

@@ -301,3 +301,28 @@ def test_train_flow_ddp_two_cpu_processes(tmp_path):
         seen = [{tuple(r.tolist()) for r in rank[epoch]} for rank in ranks]
         assert len(seen[0]) == len(seen[1]) == 4 * 128
         assert seen[0] <= buffer and seen[1] <= buffer and not seen[0] & seen[1]
+
+
+def test_an_interrupted_fit_resumes_from_its_last_state_not_its_best(G, tmp_path):
+    """Stopped (max_steps) after its best validation and resumed, a fit continues from the
+    last epoch's state: the same held-out curve and stop as one uninterrupted fit, the
+    best checkpoint kept as before."""
+    run = {**SMALL_RUN, "lr": 0.3, "epoch_size": 512, "patience": 3}
+    _, whole = fit_flow(
+        G, SMALL_FLOW, max_steps=400, output_dir=tmp_path / "whole", trainer_kwargs=QUIET, **run
+    )
+    curve = whole["curve"]
+    assert min(p["lr"] for p in curve) == pytest.approx(0.03)  # the rule acted: lr/10
+    best = min(range(len(curve)), key=lambda i: curve[i]["val_nll"])
+    cut = curve[best + 2]["step"]  # two validations past the best, before the stop
+    fit_flow(G, SMALL_FLOW, max_steps=cut, output_dir=tmp_path / "cut", trainer_kwargs=QUIET,
+             **run)  # fmt: skip
+    last = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == cut
+    _, resumed = fit_flow(
+        G, SMALL_FLOW, max_steps=400, output_dir=tmp_path / "cut", trainer_kwargs=QUIET, **run
+    )
+    assert resumed["stopped"] == "plateau" and resumed["steps"] == whole["steps"]
+    assert resumed["best_step"] == whole["best_step"]
+    got = [p["val_nll"] for p in resumed["curve"]]
+    assert got == pytest.approx([p["val_nll"] for p in curve], abs=1e-4)

@@ -80,6 +80,8 @@ class FlowModule(pl.LightningModule):
         self.report: dict | None = None  # filled by the test stage (final evaluation)
         # one entry per validation: step, held-out NLL, learning rate, seconds of training
         self.curve: list[dict] = []
+        self._decay: AuthorsDecay | None = None  # schedule="authors": stepped after validation
+        self._decay_state: dict | None = None  # its state from a checkpoint, until it exists
         self._seconds_before = 0.0  # training time of earlier invocations (resumed runs)
         self._fit_started: float | None = None
 
@@ -161,16 +163,25 @@ class FlowModule(pl.LightningModule):
                 "seconds": round(self.seconds(), 2),
             }
         )
+        if self._decay is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            self._decay.step(self.trainer.callback_metrics["val/nll"])  # the next epoch's lr
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["flow_curve"] = list(self.curve)
         checkpoint["flow_seconds"] = self.seconds()
+        if self._decay is not None:
+            checkpoint["authors_decay"] = self._decay.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.trainer.state.fn != TrainerFn.FITTING:  # testing the best: keep the whole curve
             return
         self.curve = list(checkpoint.get("flow_curve", []))
         self._seconds_before = float(checkpoint.get("flow_seconds", 0.0))
+        # older checkpoints kept the rule's state where Lightning put its schedulers
+        older = (checkpoint.get("lr_schedulers") or [None])[0]
+        self._decay_state = checkpoint.get("authors_decay", older)
+        if self._decay is not None and self._decay_state is not None:
+            self._decay.load_state_dict(self._decay_state)
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test")
@@ -185,11 +196,13 @@ class FlowModule(pl.LightningModule):
             self.flow.parameters(), lr=self.lr, betas=ADAM_BETAS, weight_decay=self.weight_decay
         )
         if self.schedule == "authors":
-            sched = AuthorsDecay(opt, patience=self.patience)
-            return {
-                "optimizer": opt,
-                "lr_scheduler": {"scheduler": sched, "monitor": "val/nll", "interval": "epoch"},
-            }
+            # Stepped by this module after each validation (on_validation_end), not by
+            # Lightning: Lightning steps epoch schedulers after the epoch's checkpoints are
+            # written, so a run resumed from its last state would miss one step of the rule.
+            self._decay = AuthorsDecay(opt, patience=self.patience)
+            if self._decay_state is not None:
+                self._decay.load_state_dict(self._decay_state)
+            return opt
         if self.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 opt, T_max=max(self.max_steps, 1), eta_min=0.01 * self.lr
@@ -329,13 +342,17 @@ def fit_flow(
     )
     flow.fit_standardisation(module.train_buffer(0))  # restored as-is when resuming
     ckpt_dir = output_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val/nll", mode="min", save_last=True
-    )
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/nll", mode="min")
     # checked after validation only: a run resumed at an epoch boundary has no fresh val/nll
     early_stop = EarlyStopping(
         monitor="val/nll", mode="min", patience=patience, check_on_train_epoch_end=False
     )
+    # The state after every epoch's validation, what a resume continues from (Lightning's
+    # save_last rewrites last.ckpt only with a new best); after the stopping rule's count.
+    latest = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+        enable_version_counter=False,
+    )  # fmt: skip
     kwargs = {
         "max_steps": max_steps,
         "max_epochs": -1,
@@ -343,7 +360,7 @@ def fit_flow(
         "gradient_clip_val": gradient_clip_val,
         "default_root_dir": str(output_dir),
         "logger": logger if logger is not None else False,
-        "callbacks": [checkpoint, early_stop, *(callbacks or [])],
+        "callbacks": [checkpoint, early_stop, latest, *(callbacks or [])],
     }
     kwargs.update(trainer_kwargs or {})
     if not kwargs.get("enable_progress_bar", True):  # Lightning refuses a bar it must not show

@@ -20,8 +20,9 @@ class AuthorsDecay(torch.optim.lr_scheduler.ReduceLROnPlateau):
 
     Written by hand: ``ReduceLROnPlateau`` resets its count after each decay (so its second
     decay comes after 2·(P//3 + 1) bad validations, not 2·(P//3) + 1) and its relative
-    threshold misjudges improvements of a negative NLL. Subclassed only so that Lightning
-    passes it the monitored metric and saves its state (``ndecs`` too) in checkpoints."""
+    threshold misjudges improvements of a negative NLL. Subclassed for its state handling
+    (``state_dict`` holds ``ndecs`` too); the flow module steps it after each validation and
+    keeps its state in the checkpoints."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, patience: int):
         super().__init__(optimizer, mode="min", factor=0.1, patience=patience)
