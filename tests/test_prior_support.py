@@ -80,3 +80,30 @@ def test_evaluate_warns_once_and_notes_it_when_the_start_is_off_support(G, tmp_p
     inside_file = standardised_flow(G).save(tmp_path / "inside.safetensors")
     guard, rows, _ = _evaluate(tmp_path, inside_file, "inside")
     assert not guard and not any("support" in r["notes"] for r in rows)
+
+
+def test_start_flow_centre_begins_inside_any_flows_support(G, tmp_path):
+    """start=flow_centre: RLS starts at f⁻¹(0), which the flow maps to the centre of its
+    Gaussian, so even a flow with w̄ far off its support starts inside it (no warning)."""
+    from rls.search.rls import start_centre
+
+    off = standardised_flow(G, leaky_input=True, whiten=True)
+    centre = start_centre(G, "flow_centre", 0, 0, off)
+    assert off.to_gaussian(centre[None]).norm().item() < 1e-3
+    with pytest.raises(ValueError, match="flow_centre needs a flow prior"):
+        start_centre(G, "flow_centre", 0, 0, None)
+    off_file = off.save(tmp_path / "off.safetensors")
+    overrides_run = "centre"
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[
+            "method=[rls]", "method.rls.steps=2", "method.rls.start=flow_centre",
+            "data.dataset.n=2", "logger=none", "trainer.enable_progress_bar=false",
+            "metrics.fid=false", "metrics.lpips=[]", "bicubic_baseline=false",
+            f"prior.path={off_file}", f"run_dir={tmp_path / overrides_run}",
+        ])  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate.evaluate(cfg)
+    assert not [w for w in caught if "far outside the prior" in str(w.message)]
+    rows = read_rows(tmp_path / overrides_run / "results.csv")
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)

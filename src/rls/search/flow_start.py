@@ -43,7 +43,9 @@ def check_flow_starts(
         key = tuple(start.values())
         if key not in by_start:
             samples = sample_w(G, SAMPLES, SAMPLE_SEED) if samples is None else samples
-            centre = start_centre(G, start["start"], start["start_samples"], start["start_seed"])
+            centre = start_centre(
+                G, start["start"], start["start_samples"], start["start_seed"], prior
+            )
             by_start[key] = check_start(prior, centre, samples)
         checks[name] = by_start[key]
     return checks

@@ -9,7 +9,9 @@ linear1cycledrop; output = the iterate with the lowest total loss (the anchor w_
 Defaults are the authors' (``sr_boost.py`` at f8df15d); our variants are switches:
 - ``start``: ``sample_mean`` (authors): w̄ = the mean of ``start_samples`` mapped z (1e6,
   seeded, computed once per generator and cached); ``w_avg``: the checkpoint's tracked
-  ``mapping.w_avg``.
+  ``mapping.w_avg``; ``flow_centre`` (ours): f⁻¹(0), the code the flow maps to the centre
+  of its Gaussian, inside the flow's support by construction (w̄ can lie far off the
+  support of a flow with a nonlinear input map: docs/faithfulness.md).
 - ``score_final``: ``False`` (authors): the best iterate among those scored before each
   update; ``True``: the iterate after the last update competes too.
 """
@@ -26,7 +28,7 @@ from rls.search.base import Method, OptimGroup, Rendered, SearchContext, Stage, 
 from rls.search.losses import cross_distance, flow_nll, flow_nll_and_pn, flow_pn, lr_l1, to_unit
 
 SPACES = ("w+", "w")
-STARTS = ("sample_mean", "w_avg")
+STARTS = ("sample_mean", "w_avg", "flow_centre")
 
 
 def noise_names(G) -> list[str]:
@@ -77,10 +79,18 @@ def sample_mean_w(G: nn.Module, n: int = 1_000_000, seed: int = 0, batch_size: i
     return _SAMPLE_MEANS[key].to(w_avg.dtype)
 
 
-def start_centre(G: nn.Module, start: str, samples: int, seed: int) -> Tensor:
+def start_centre(
+    G: nn.Module, start: str, samples: int, seed: int, prior: nn.Module | None = None
+) -> Tensor:
     """``[w_dim]``: the code RLS starts from (``start``: see the module docstring)."""
     if start == "w_avg":
         return G.mapping.w_avg
+    if start == "flow_centre":
+        if not hasattr(prior, "from_gaussian"):
+            raise ValueError("rls: start=flow_centre needs a flow prior (a WFlow): f⁻¹(0)")
+        with torch.no_grad():
+            zero = torch.zeros(1, G.w_dim, device=G.mapping.w_avg.device)
+            return prior.from_gaussian(zero.to(prior.mu))[0].to(G.mapping.w_avg)
     return sample_mean_w(G, samples, seed)
 
 
@@ -141,7 +151,8 @@ def rls_stage(
                 "rls: the flow terms (lambda_logp, lambda_pn) need a W prior: pass prior= "
                 "to search() (a WFlow trained by train_flow.py), or set both lambdas to 0"
             )
-        w = start_codes(ctx, start_spread, start_centre(ctx.G, start, start_samples, start_seed))
+        centre = start_centre(ctx.G, start, start_samples, start_seed, ctx.prior)
+        w = start_codes(ctx, start_spread, centre)
         if space == "w+":
             w = w.unsqueeze(1).repeat(1, ctx.G.num_ws, 1)
         return {"w": w, **fixed_noise(ctx)}
