@@ -80,6 +80,9 @@ def test_train_flow_then_evaluate_uses_that_flow_and_trains_none(tmp_path, capsy
         _compose("evaluate", [*SEARCH, *RECIPE, f"flow_training.cache_dir={own_cache}",
                               f"run_dir={tmp_path / 'own'}"])
     )  # fmt: skip
+    told = capsys.readouterr().out  # before training: what, how long at most, the cap's key
+    assert "trains to its held-out plateau" in told and "at most 6 steps" in told
+    assert "flow_training.max_steps=" in told
     (own_dir,) = own_cache.iterdir()
     assert own_dir.name == flow_dir.name
     own, ours = load_file(own_dir / "flow.safetensors"), load_file(flow_file)
