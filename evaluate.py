@@ -22,7 +22,6 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.errors import CompactHydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -73,125 +72,24 @@ def _hydra_running() -> bool:
     return HydraConfig.initialized()
 
 
-# Measured on this project's 2-core CPU, one torch thread: the authors' MAF on a 64-d W
-# (generator=tiny / lfw32) trains at about 25 steps/s at batch 512.
-STEPS_PER_SECOND_64D = 25.0
+from callbacks.exit_status import (  # noqa: E402  (re-exported: the entry point's names)
+    EveryImageFailed,
+    RunFailed,
+    _multirun,
+    _one_line_error,
+    failed_run,
+)
+from callbacks.prior_setup import (  # noqa: E402
+    STEPS_PER_SECOND_64D,
+    check_prior_support,
+    flow_training_notice,
+    load_or_train_prior,
+)
 
-
-def flow_training_notice(cfg: DictConfig, G: torch.nn.Module) -> str:
-    """What is about to be trained, roughly how long it can take here, and the key that caps
-    it: a first run on a new generator trains its flow before restoring anything."""
-    ft = cfg.flow_training
-    every = max(int(ft.epoch_size) // int(ft.batch_size), 1)
-    rate = STEPS_PER_SECOND_64D * (64 / G.w_dim) ** 2  # the MAF's layers grow as w_dim²
-    minutes = int(ft.max_steps) / rate / 60
-    return (
-        f"[evaluate] prior: the flow ({cfg.flow.get('family', '?')}, w_dim={G.w_dim}) trains "
-        f"to its held-out plateau: a validation every {every} steps, stop after "
-        f"{ft.patience} without a lower NLL, at most {ft.max_steps} steps (up to ~{minutes:.0f}"
-        f" min on a 2-core CPU at ~{rate:.0f} steps/s; a GPU is far faster). Cap it with "
-        f"flow_training.max_steps=1500 (the demo's), or train it once ahead with "
-        f"python train_flow.py generator=...; it is cached and reused."
-    )
-
-
-def load_or_train_prior(cfg: DictConfig, G: torch.nn.Module, run_dir: Path | None = None):
-    """The W prior of the search: ``prior.path`` (with ``prior.stats``: a checkpoint of the
-    authors' code), else the flow for G and the recipe (``flow`` + ``flow_training``) from
-    the flow cache, the same cache ``python train_flow.py`` writes; trained there first
-    when missing and ``prior.train_if_missing``, its curves and diagnostics then going to
-    the run's W&B logger (a run of its own, job type ``train_flow``, beside the
-    evaluation's in ``run_dir``). Without either, methods needing a prior will say so.
-    Returns ``(prior or None, the file it came from or None)``."""
-    from dataclasses import asdict
-
-    from rls.flows import load_prior
-    from rls.flows.recipe import FlowRecipe
-    from rls.lit import cached_flow
-
-    pcfg = cfg.prior
-    if pcfg.get("path"):
-        prior = load_prior(pcfg.path, generator=G, stats=pcfg.get("stats"))
-        print(f"[evaluate] prior: loaded {pcfg.path}")
-        return prior, str(pcfg.path)
-    recipe = FlowRecipe.from_settings(
-        OmegaConf.to_container(cfg.flow, resolve=True),
-        OmegaConf.to_container(cfg.flow_training, resolve=True),
-    )
-    cache = Path(cfg.flow_training.cache_dir)
-    if not cache.is_absolute() and _hydra_running():
-        cache = Path(hydra.utils.get_original_cwd()) / cache
-    found = cached_flow(G, recipe, cache, train_if_missing=False)
-    if found.flow is not None:
-        print(
-            f"[evaluate] prior: reusing the flow trained for this generator, recipe: {found.path}"
-        )
-        return found.flow, str(found.path)
-    if not pcfg.get("train_if_missing"):
-        print(
-            f"[evaluate] prior: none (no {found.path}: run python train_flow.py with the same "
-            "generator and recipe, or set prior.path, or prior.train_if_missing=true)"
-        )
-        return None, None
-    from callbacks.flow_report import FlowDiagnostics, FlowReport
-    from callbacks.loggers import finish, make_logger, sweep_name
-    from callbacks.progress import RunProgressBar
-
-    out_dir = found.path.parent
-    print(f"[evaluate] prior: no flow for this generator and recipe yet; training {found.path}")
-    print(flow_training_notice(cfg, G))
-    logger = None  # W&B only: a csv logger would share the run's csv/metrics.csv
-    if (cfg.get("logger") or {}).get("kind") == "wandb":
-        logger = make_logger(
-            cfg.logger, run_dir or out_dir, f"flow-{out_dir.name}", sweep_name(), "train_flow",
-            {"generator": OmegaConf.to_container(cfg.generator, resolve=True),
-             "flow_training": asdict(recipe)},
-        )  # fmt: skip
-    found = cached_flow(
-        G,
-        recipe,
-        cache,
-        generator_name=str(cfg.generator.get("source")),
-        logger=logger,
-        # steps, NLL and ETA of the fit (dropped when quiet), the flow's pictures
-        callbacks=[RunProgressBar(), FlowReport(), FlowDiagnostics()],
-        trainer_kwargs={
-            "enable_progress_bar": cfg.trainer.get("enable_progress_bar", True),
-            "enable_model_summary": False,
-        },
-    )
-    finish(logger)
-    nll = found.metrics.get("val_nll", {})
-    print(f"[evaluate] prior: trained in {found.metrics.get('steps')} steps; held-out NLL {nll}")
-    return found.flow, str(found.path)
-
-
-def check_prior_support(G: torch.nn.Module, prior, source: str | None, methods: dict) -> None:
-    """Warn once, and note in each affected method's results rows and report entry, when a
-    method starts far off the support of the prior (``rls.flows.support``)."""
-    if prior is None:
-        return
-    import warnings
-
-    from rls.search.flow_start import check_flow_starts
-
-    off = {name: c for name, c in check_flow_starts(G, prior, methods).items() if c.outside}
-    for name, check in off.items():
-        note = (
-            f"start off the prior's support: ‖f(start)‖ {check.start_norm:.3g} vs "
-            f"√d {check.shell:.3g} ({source})"
-        )
-        methods[name].notes = "; ".join(filter(None, [methods[name].notes, note]))
-    if off:
-        check = next(iter(off.values()))
-        warnings.warn(
-            f"{', '.join(off)}: the start code lies far outside the prior {source}: "
-            f"{check.summary()}. Its flow terms will pull the search away from the data fit "
-            "(RLS underfits). Fix: a flow whose support holds the start (flow=maf_paper, the "
-            "authors', which evaluate.py and train_flow.py train by default), or a start "
-            "inside this flow's support.",
-            stacklevel=2,
-        )
+__all__ = [
+    "STEPS_PER_SECOND_64D", "EveryImageFailed", "RunFailed", "check_prior_support",
+    "failed_run", "flow_training_notice", "load_or_train_prior",
+]  # fmt: skip
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -471,82 +369,6 @@ def _evaluate_in(
         print(f"[evaluate] results: {run_dir / 'results.csv'}")
         print(f"[evaluate] report:  {report}  (open it in a browser)")
     return report
-
-
-def failed_run(run_dir: Path) -> str | None:
-    """A one-line account of a run in which every image failed (no ``ok`` row of any
-    searched method in results.csv), else ``None``."""
-    from collections import Counter
-
-    from rls.reports.run_files import read_rows
-
-    rows = [r for r in read_rows(run_dir / "results.csv") if r["method"] != "bicubic"]
-    if not rows or any(r["status"] != "failed" for r in rows):
-        return None
-    reasons = Counter(r.get("notes") or "no reason recorded" for r in rows)
-    reason, count = reasons.most_common(1)[0]
-    return (
-        f"every image failed ({len(rows)} failed rows; {count} of them: {reason}); "
-        f"the reasons of each are in {run_dir / 'results.csv'} and {run_dir / 'report.html'}"
-    )
-
-
-class EveryImageFailed(RuntimeError):
-    """The run ended, but no image has a result (:func:`failed_run`)."""
-
-
-class RunFailed(CompactHydraException):
-    """A setting that cannot work or a run that produced nothing, as one line: Hydra prints
-    the message alone and exits with status 1; ``HYDRA_FULL_ERROR=1`` shows the traceback
-    (and that of the error it wraps)."""
-
-
-def _one_line_error(err: Exception) -> RunFailed | None:
-    """What the command line shows for ``err`` escaping :func:`evaluate`: an operator
-    mistake (:class:`rls.preflight.PreflightError`) as its message alone; inside a sweep
-    (``-m``), any error as one line naming the member and the sweep report (the traceback
-    is in the report's member.json); ``None``: let it through with its traceback."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import InstantiationException
-
-    from rls.data.shard import ShardError
-    from rls.generators.formats_common import CheckpointError
-    from rls.preflight import PreflightError
-    from rls.reports.run_lock import RunDirBusy
-    from rls.weights import MissingWeightsError
-
-    mistakes = (
-        PreflightError
-        | EveryImageFailed
-        | RunDirBusy
-        | CheckpointError
-        | MissingWeightsError
-        | ShardError
-    )
-    if isinstance(err, InstantiationException) and isinstance(err.__cause__, mistakes):
-        err = err.__cause__  # a bad file met while Hydra built a configured object
-    plain = isinstance(err, mistakes)
-    message = str(err) if plain else f"{type(err).__name__}: {err}"
-    if _multirun():
-        from rls.reports.sweep import SWEEP_FILES
-
-        hydra_cfg = HydraConfig.get()
-        member = " ".join(hydra_cfg.overrides.task) or "(no overrides)"
-        report = Path(hydra_cfg.sweep.dir) / SWEEP_FILES[-1]
-        return RunFailed(
-            f"[evaluate] sweep member #{hydra_cfg.job.num} '{member}' failed: {message}; "
-            f"every member's outcome: {report}"
-        )
-    if plain:
-        return RunFailed(f"[evaluate] {message}")
-    return None
-
-
-def _multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
