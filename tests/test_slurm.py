@@ -103,3 +103,50 @@ def test_a_member_cancelled_mid_run_resumes_when_submitted_again(slurm, tmp_path
     pairs = [(r["image_id"], r["method"]) for r in rows]
     assert len(pairs) == len(set(pairs)) == 12  # 6 images x (wplus, bicubic), none twice
     assert before <= set(pairs)
+
+
+def _sweep(slurm, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    flags = [o for o in overrides if o.startswith("-")]
+    cmd = [sys.executable, str(ROOT / "evaluate.py"), *flags, *FAST]
+    cmd += [o for o in overrides if not o.startswith("-")]
+    env = {**slurm, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "WANDB_MODE": "disabled",
+           "HYDRA_FULL_ERROR": "0"}  # fmt: skip
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _sweep_csv(sweep_dir: Path, root: Path) -> list[dict]:
+    import csv
+    import io
+
+    text = (sweep_dir / "sweep.csv").read_text().replace(str(root), "ROOT")
+    rows = csv.DictReader(io.StringIO(text))
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_a_slurm_launcher_sweep_equals_the_basic_launchers_and_ends_with_a_failed_member(
+    slurm, tmp_path
+):
+    """hydra/launcher=slurm through slurmctld (submitit watches the array with sacct, from
+    slurmdbd): the same sweep.csv as the basic launcher, row for row; a member that fails
+    still ends the sweep, with its error in the report and exit status 1."""
+    basic, cluster = tmp_path / "basic", tmp_path / "cluster"
+    sweep = ["method.wplus.steps=3", "data.dataset.n=2", "method.wplus.lr=0.05,0.1"]
+    done = _sweep(slurm, basic, "-m", *sweep, f"hydra.sweep.dir={basic / 'sweep'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    slurm_keys = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+                  "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+                  "hydra.launcher.timeout_min=20"]  # fmt: skip
+    done = _sweep(slurm, cluster, "-m", *slurm_keys, *sweep, f"hydra.sweep.dir={cluster / 'sweep'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _sweep_csv(cluster / "sweep", cluster) == _sweep_csv(basic / "sweep", basic)
+    assert len(_sweep_csv(cluster / "sweep", cluster)) == 2 * 2 * 2
+    failing = ["method.wplus.steps=3", "data.dataset.n=2", "method.wplus.lr=0.05,-1"]
+    done = _sweep(slurm, cluster, "-m", *slurm_keys, *failing,
+                  f"hydra.sweep.dir={cluster / 'failing'}")  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    import json
+
+    members = json.loads((cluster / "failing" / "sweep.json").read_text())["members"]
+    assert sorted(m["status"] for m in members) == ["done", "failed"]
+    assert "learning rate" in (cluster / "failing" / "sweep_report.html").read_text()
