@@ -150,3 +150,20 @@ def test_a_slurm_launcher_sweep_equals_the_basic_launchers_and_ends_with_a_faile
     members = json.loads((cluster / "failing" / "sweep.json").read_text())["members"]
     assert sorted(m["status"] for m in members) == ["done", "failed"]
     assert "learning rate" in (cluster / "failing" / "sweep_report.html").read_text()
+
+
+def test_srun_with_two_tasks_equals_one_process(slurm, tmp_path):
+    """One run over 2 SLURM tasks (srun, Lightning's DDP reading SLURM's variables, gloo on
+    the CPU): results.csv equals one process's, row for row."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _wait(slurm, _sbatch(slurm, tmp_path, _command(one, "data.dataset.n=4")))
+    command = "srun " + _command(
+        two, "data.dataset.n=4", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.num_nodes=1",
+    )  # fmt: skip
+    job = _sbatch(slurm, tmp_path, command, "--ntasks=2", "--ntasks-per-node=2")
+    _wait(slurm, job, timeout=300)
+    logs = "\n".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert "Starting with 2 processes" in logs, logs[-3000:]
+    assert _rows(one) and len(_rows(one)) == 8, logs[-3000:]
+    assert _rows(two) == _rows(one), logs[-3000:]
