@@ -100,3 +100,38 @@ def test_the_shards_of_a_run_share_its_default_directory():
 
     assert name("data.shard=0/2") == name("data.shard=1/2") == name()
     assert name("data.dataset.n=5") != name()  # other data: another run
+
+
+@pytest.mark.slow
+def test_a_shard_killed_with_sigkill_and_rerun_loses_and_repeats_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rls.data.shard import shard_indices
+    from rls.reports.run_files import shard_paths
+
+    root = Path(evaluate.__file__).parent
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(root / "evaluate.py"), *FAST, "method.wplus.steps=300",
+           "data.shard=0/2", f"run_dir={run}", f"hydra.run.dir={tmp_path / 'h'}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}:{root}", "WANDB_MODE": "disabled"}
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    end = time.time() + 300
+    while time.time() < end and not any(read_rows(p) for p in shard_paths(run)):
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = {(r["image_id"], r["method"]) for p in shard_paths(run) for r in read_rows(p)}
+    assert done_before  # killed after its first results
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows = read_rows(run / "results.csv")
+    pairs = [(r["image_id"], r["method"]) for r in rows]
+    ids = [f"gen{i:05d}" for i in range(6)]
+    mine = {ids[k] for k in shard_indices(ids, 0, 2)}
+    assert len(pairs) == len(set(pairs)) == 2 * len(mine)  # wplus + bicubic, none twice
+    assert {i for i, _ in pairs} == mine and done_before <= set(pairs)
