@@ -28,7 +28,7 @@ from skimage import data
 
 from rls.align import DlibLandmarks, ffhq_quad, warp_quad
 from rls.data.lfw import lfw_faces
-from rls.metrics.faces import SAME_PERSON, FaceMetrics, FaceModels
+from rls.metrics.faces import SAME_PERSON, FaceMetrics, FaceModels, to_uint8_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (16, 20, 24, 32, 48, 64, 128, 256)
@@ -50,7 +50,7 @@ def main() -> dict:
         # below MIN_SIDE FaceMetrics reports NaN; the raw detector rate is still measured
         rates = []
         for img in torch.cat([lfw, ast]):
-            windows = faces.detect(faces_array(img))
+            windows = faces.detect(to_uint8_rgb(img))
             rates.append(bool(windows and windows[0][0] > 0))
         shifted = faces(torch.roll(lfw, 1, dims=3), lfw)["landmark_distance"]
         out["by_size"][size] = {
@@ -61,7 +61,7 @@ def main() -> dict:
     lfw = lfw_faces("all", resolution=32)
     descriptors = []
     for img in lfw:  # each face's descriptor in its own detected box
-        array = faces_array(img)
+        array = to_uint8_rgb(img)
         found = [(s, r) for s, r in faces.detect(array) if s > 0]
         if found:
             shape, _ = faces.landmarks(array, found[0][1])
@@ -93,12 +93,6 @@ def main() -> dict:
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return out
-
-
-def faces_array(img: torch.Tensor) -> np.ndarray:
-    from rls.metrics.faces import to_uint8_rgb
-
-    return to_uint8_rgb(img)
 
 
 def _median(x: torch.Tensor) -> float:
